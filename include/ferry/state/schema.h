@@ -19,17 +19,22 @@ typedef struct FerryRegistry FerryRegistry;
 FerryRegistry *ferry_registry_new(void);
 void ferry_registry_free(FerryRegistry *reg);
 
-/* Register `d` (borrowed: must outlive the registry) under a section name and instance id.
- * Checks the description; a duplicate (section, instance) is an error. */
+/* Register `d` (borrowed: must outlive the registry) under a section name (copied) and
+ * instance id, with the object it describes (`opaque`, borrowed, may be NULL for schema-only
+ * registries). Checks the description; a duplicate (section, instance) is an error.
+ * A registry is both the schema of a machine and the list of state a migration moves. */
 int ferry_registry_add(FerryRegistry *reg, const char *section, uint32_t instance,
-                       const FerryDesc *d, FerryError *err);
-/* Borrowed description or NULL. */
+                       const FerryDesc *d, void *opaque, FerryError *err);
+/* Remove an entry (device unplugged). -ENOENT if absent. */
+int ferry_registry_remove(FerryRegistry *reg, const char *section, uint32_t instance);
+/* Borrowed description or NULL; fills *opaque when `opaque` is not NULL. */
 const FerryDesc *ferry_registry_find(const FerryRegistry *reg, const char *section,
-                                     uint32_t instance);
+                                     uint32_t instance, void **opaque);
 size_t ferry_registry_count(const FerryRegistry *reg);
-/* The i-th entry in (section, instance) order; returns the description, fills name/instance. */
+/* The i-th entry in (section, instance) order; returns the description (borrowed) and fills
+ * the non-NULL out-parameters. */
 const FerryDesc *ferry_registry_entry(const FerryRegistry *reg, size_t i, const char **section,
-                                      uint32_t *instance);
+                                      uint32_t *instance, void **opaque);
 
 /* JSON of one description (new reference, caller decrefs). */
 json_t *ferry_schema_desc_to_json(const FerryDesc *d);
