@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define BUF_CAP (256u << 10) /* fd read buffer; also the largest zero-copy take */
 #define PEEK_MAX 300u        /* lookahead used by footer resync (a full section header) */
@@ -100,8 +101,12 @@ struct FerryQemuReader {
     /* error context */
     const char *sec_name;
     uint32_t sec_id;
-    char path[PATH_MAX_LEN];
+    struct {
+        const char *name;
+        int64_t index;
+    } pstack[MAX_DEPTH * 2 + 4];
     size_t path_len;
+    char path[PATH_MAX_LEN];
     int depth;
 
     uint8_t *scratch;
@@ -182,9 +187,16 @@ static void in_advance(FerryQemuReader *r, size_t n)
 }
 
 /* `need` bytes of `what` starting at `at` are wanted but only `have` remain. */
+static const char *path_str(FerryQemuReader *r);
+
 static int short_read(FerryQemuReader *r, uint64_t at, const char *what, uint64_t need,
                       uint64_t have)
 {
+    char fw[PATH_MAX_LEN + 16];
+    if (!what) { /* a device field: name it by its path */
+        snprintf(fw, sizeof(fw), "field '%s'", path_str(r));
+        what = fw;
+    }
     if (r->off + have >= r->limit && r->limit_why)
         return fail(r, at, -ENODATA, "reading %s: %" PRIu64 " bytes needed but %s at 0x%" PRIx64,
                     what, need, r->limit_why, r->limit);
@@ -213,10 +225,11 @@ static int in_take_big(FerryQemuReader *r, uint64_t n, const uint8_t **out, cons
     uint64_t left = r->limit - r->off;
     if (r->size != UINT64_MAX && r->size - r->off < left)
         left = r->size - r->off;
-    if (n > left || n > FERRY_QEMU_MAX_FIELD)
-        return n > left ? short_read(r, r->off, what, n, left)
-                        : fail(r, r->off, -EFBIG, "reading %s: %" PRIu64 " bytes exceeds the %u limit",
-                               what, n, FERRY_QEMU_MAX_FIELD);
+    if (n > left)
+        return short_read(r, r->off, what, n, left);
+    if (n > FERRY_QEMU_MAX_FIELD)
+        return fail(r, r->off, -EFBIG, "reading %s: %" PRIu64 " bytes exceeds the %u limit",
+                    what ? what : path_str(r), n, FERRY_QEMU_MAX_FIELD);
     if (r->scratch_cap < n) {
         uint8_t *s = realloc(r->scratch, (size_t)n);
         if (!s)
@@ -326,24 +339,39 @@ static int read_at(FerryQemuReader *r, uint64_t off, void *dst, size_t n)
 
 /* ---- path (field names in errors) ------------------------------------------------------ */
 
+/* The field path is kept as a stack of (name, index) and only spelled out for an error
+ * message, so decoding a 262144-element array costs no formatting. */
 static size_t path_push(FerryQemuReader *r, const char *name, int64_t index)
 {
     size_t saved = r->path_len;
-    int n;
-    if (index >= 0)
-        n = snprintf(r->path + saved, sizeof(r->path) - saved, "%s%s[%" PRId64 "]",
-                     saved ? "." : "", name, index);
-    else
-        n = snprintf(r->path + saved, sizeof(r->path) - saved, "%s%s", saved ? "." : "", name);
-    if (n > 0)
-        r->path_len = saved + (size_t)n < sizeof(r->path) ? saved + (size_t)n : sizeof(r->path) - 1;
+    if (r->path_len < MAX_DEPTH * 2 + 4) {
+        r->pstack[r->path_len].name = name;
+        r->pstack[r->path_len].index = index;
+    }
+    r->path_len++;
     return saved;
 }
 
 static void path_pop(FerryQemuReader *r, size_t saved)
 {
     r->path_len = saved;
-    r->path[saved] = '\0';
+}
+
+static const char *path_str(FerryQemuReader *r)
+{
+    size_t n = 0, depth = r->path_len < MAX_DEPTH * 2 + 4 ? r->path_len : MAX_DEPTH * 2 + 4;
+    r->path[0] = '\0';
+    for (size_t i = 0; i < depth && n < sizeof(r->path) - 1; i++) {
+        int k = r->pstack[i].index >= 0
+                    ? snprintf(r->path + n, sizeof(r->path) - n, "%s%s[%" PRId64 "]", i ? "." : "",
+                               r->pstack[i].name, r->pstack[i].index)
+                    : snprintf(r->path + n, sizeof(r->path) - n, "%s%s", i ? "." : "",
+                               r->pstack[i].name);
+        if (k < 0)
+            break;
+        n += (size_t)k;
+    }
+    return r->path;
 }
 
 /* ---- vmdesc trailer -------------------------------------------------------------------- */
@@ -525,6 +553,17 @@ int ferry_qemu_xbzrle_apply(uint8_t *page, size_t page_size, const uint8_t *delt
         return ferry_error_set(err, -EINVAL, "XBZRLE delta malformed at byte %zu of %zu", bad - 1,
                                len);
     xbzrle_decode(delta, len, page, page_size);
+    return 0;
+}
+
+int ferry_qemu_page_inflate(uint8_t *page, size_t page_size, const uint8_t *data, size_t len,
+                            FerryError *err)
+{
+    uLongf n = (uLongf)page_size;
+    int zrc = uncompress(page, &n, data, (uLong)len);
+    if (zrc != Z_OK || n != page_size)
+        return ferry_error_set(err, -EINVAL, "compressed page: %s",
+                               zrc != Z_OK ? zError(zrc) : "inflates to the wrong size");
     return 0;
 }
 
@@ -866,14 +905,13 @@ static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const
                           uint64_t size, int64_t index)
 {
     size_t saved = path_push(r, name, index);
-    char what[PATH_MAX_LEN + 16];
-    snprintf(what, sizeof(what), "field '%s'", r->path);
     uint64_t start = r->off;
     int rc;
     if (!strcmp(type, "struct")) {
         json_t *sd = json_object_get(f, "struct");
         if (!json_is_object(sd))
-            return fail(r, start, -EINVAL, "reading %s: vmdesc struct without \"struct\"", what);
+            return fail(r, start, -EINVAL, "reading field '%s': vmdesc struct without \"struct\"",
+                        path_str(r));
         FerryQemuNode n = {FERRY_QEMU_NODE_STRUCT, name, index, 0, start};
         if (r->v->node_begin && (rc = r->v->node_begin(r->ctx, &n, r->err)) < 0)
             return cb_fail(r, rc);
@@ -884,11 +922,11 @@ static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const
         /* vmdesc sizes are what the source wrote: a difference means desync or a bad vmdesc. */
         if (r->off - start != size)
             return fail(r, start, -EINVAL,
-                        "reading %s: the vmdesc says %" PRIu64 " bytes, its fields took %" PRIu64,
-                        what, size, r->off - start);
+                        "reading field '%s': the vmdesc says %" PRIu64 " bytes, its fields took %"
+                        PRIu64, path_str(r), size, r->off - start);
     } else {
         const uint8_t *data;
-        if ((rc = in_take_big(r, size, &data, what)) < 0)
+        if ((rc = in_take_big(r, size, &data, NULL)) < 0)
             return rc;
         FerryQemuField fl = {name, type, index, data, (size_t)size, start};
         if (r->v->field && (rc = r->v->field(r->ctx, &fl, r->err)) < 0)
@@ -902,12 +940,12 @@ static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
 {
     int rc;
     if (++r->depth > MAX_DEPTH)
-        return fail(r, at, -EINVAL, "reading '%s': vmdesc nesting deeper than %d", r->path,
+        return fail(r, at, -EINVAL, "reading '%s': vmdesc nesting deeper than %d", path_str(r),
                     MAX_DEPTH);
     json_t *fields = json_object_get(desc, "fields");
     if (!json_is_array(fields))
         return fail(r, at, -EINVAL, "reading '%s': vmdesc entry without a \"fields\" array",
-                    r->path);
+                    path_str(r));
     size_t i;
     json_t *f;
     json_array_foreach(fields, i, f) {
@@ -917,7 +955,7 @@ static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
         if (!name || size < 0)
             return fail(r, r->off, -EINVAL,
                         "reading '%s': vmdesc field %zu lacks \"name\" or a \"size\" >= 0",
-                        r->path, i);
+                        path_str(r), i);
         if (!type)
             type = "unknown"; /* like the script: read as opaque bytes */
         json_t *al = json_object_get(f, "array_len");
@@ -929,7 +967,7 @@ static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
                 return fail(r, r->off, -EINVAL,
                             "reading field '%s%s%s': vmdesc array_len %" JSON_INTEGER_FORMAT
                             " × %" JSON_INTEGER_FORMAT " bytes does not fit the stream",
-                            r->path, r->path_len ? "." : "", name, n, size);
+                            path_str(r), r->path_len ? "." : "", name, n, size);
             for (json_int_t k = 0; k < n; k++)
                 if ((rc = decode_element(r, f, name, type, (uint64_t)size, k)) < 0)
                     return rc;
@@ -1178,7 +1216,6 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
         break;
     case FERRY_QEMU_KIND_DEVICE:
         r->path_len = 0;
-        r->path[0] = '\0';
         r->depth = 0;
         rc = decode_struct(r, dev, s.payload);
         break;

@@ -184,4 +184,9 @@ const FerryQemuInfo *ferry_qemu_reader_info(const FerryQemuReader *r);
 int ferry_qemu_xbzrle_apply(uint8_t *page, size_t page_size, const uint8_t *delta, size_t len,
                             FerryError *err);
 
+/* Inflate a RAM_SAVE_FLAG_COMPRESS_PAGE record (zlib) into `page`; the result must be exactly
+ * `page_size` bytes. Returns 0 or -EINVAL. */
+int ferry_qemu_page_inflate(uint8_t *page, size_t page_size, const uint8_t *data, size_t len,
+                            FerryError *err);
+
 #endif
