@@ -193,7 +193,7 @@ int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError 
     uint64_t end_tables = PD_ADDR + 4 * 4096;
     uint8_t *low = ferry_vm_gpa_to_host(vm, 0, end_tables);
     if (!low || ferry_vm_ram_size(vm) <= FERRY_BOOT_FLAT_LOAD_ADDR)
-        return ferry_error_set(err, -ENOMEM, "%s: RAM of %llu bytes is too small for a flat "
+        return ferry_error_set(err, -ENOMEM, "firmware: %s: RAM of %llu bytes is too small for a flat "
                                "64-bit image loaded at 1 MiB", path,
                                (unsigned long long)ferry_vm_ram_size(vm));
     uint64_t room = ferry_vm_ram_size(vm) - FERRY_BOOT_FLAT_LOAD_ADDR;

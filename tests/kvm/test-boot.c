@@ -10,6 +10,7 @@
 #include "kvm-test.h"
 
 static const char *guest_dir;
+static const char *hello64_path;
 
 static char *guest_path(const char *name)
 {
@@ -134,18 +135,146 @@ static void test_boot_sector_errors(void **state)
     kt_guest_destroy(&g);
 }
 
+static uint32_t exit_code; /* last value written to the debug-exit port, +1 (0 = none) */
+
+static void debug_exit_write(void *opaque, uint16_t off, unsigned size, uint32_t v)
+{
+    (void)opaque;
+    (void)off;
+    (void)size;
+    __atomic_store_n(&exit_code, v + 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_flat64_firmware_runs_in_long_mode(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    KtGuest g;
+    kt_guest_init(&g, 16 << 20, -1);
+    exit_code = 0;
+    assert_int_equal(ferry_pio_bus_register(ferry_vm_pio_bus(g.vm), 0xf4, 1, "debug-exit", NULL,
+                                            debug_exit_write, NULL, &err),
+                     0);
+    int r = ferry_boot_flat64(g.vm, g.bsp, hello64_path, &err);
+    if (r < 0)
+        fail_msg("%s", err.msg);
+    ferry_vcpu_start(g.bsp);
+    ferry_vcpus_resume(g.vcpus);
+    double end = kt_now() + 20;
+    while (!__atomic_load_n(&exit_code, __ATOMIC_SEQ_CST) && !g.events && kt_now() < end)
+        usleep(2000);
+    ferry_vcpus_pause(g.vcpus);
+    char *out = kt_output(&g);
+    printf("firmware: %s", out);
+    if (g.events)
+        fail_msg("vCPU event: %s", g.last_event);
+    assert_int_equal(exit_code, 0x10 + 1); /* the firmware's own long-mode check passed */
+    const char *efer = strstr(out, "ferry-fw: long mode ok efer=");
+    assert_non_null(efer);
+    assert_true(strtoull(efer + strlen("ferry-fw: long mode ok efer="), NULL, 16) & 0x400);
+    assert_non_null(strstr(out, "cs=0x0000000000000008\n"));
+    free(out);
+    kt_guest_destroy(&g);
+}
+
+static void test_flat64_errors(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    KtGuest g;
+    kt_guest_init(&g, 1 << 20, -1); /* 1 MiB: no room above the load address */
+    assert_true(ferry_boot_flat64(g.vm, g.bsp, hello64_path, &err) < 0);
+    printf("small RAM: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "too small"));
+    kt_guest_destroy(&g);
+    kt_guest_init(&g, 4 << 20, -1);
+    assert_int_equal(ferry_boot_flat64(g.vm, g.bsp, "/nonexistent/fw.bin", &err), -ENOENT);
+    assert_non_null(strstr(err.msg, "firmware: /nonexistent/fw.bin: cannot open"));
+    kt_guest_destroy(&g);
+}
+
+/* A real-mode AP program at 0x8000: print 'C', then count at 0x9000 forever. */
+static const uint8_t ap_code[] = {
+    0xba, 0xf8, 0x03,       /* mov dx, 0x3f8 */
+    0xb0, 'C',              /* mov al, 'C' */
+    0xee,                   /* out dx, al */
+    0xfe, 0x06, 0x00, 0x90, /* inc byte [0x9000] */
+    0xeb, 0xfa,             /* jmp short -6 */
+};
+
+static void test_vcpu_hotplug_runs_second_vcpu(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    KtGuest g;
+    boot_dirty(&g);
+    kt_wait_chars(&g, 0, 'B', 1, 20.0);
+    /* Hotplug while vCPU 0 runs. */
+    memcpy(ferry_vm_gpa_to_host(g.vm, 0x8000, sizeof(ap_code)), ap_code, sizeof(ap_code));
+    volatile uint8_t *counter = ferry_vm_gpa_to_host(g.vm, 0x9000, 1);
+    FerryVcpu *ap = ferry_vcpus_add(g.vcpus, 1, &err);
+    if (!ap)
+        fail_msg("%s", err.msg);
+    assert_int_equal(ferry_vcpus_count(g.vcpus), 2);
+    assert_int_equal(ferry_boot_real_mode(ap, 0x8000, 0, &err), 0);
+    ferry_vcpu_start(ap);
+    assert_int_equal(kt_wait_chars(&g, 0, 'C', 1, 20.0), 1);
+    uint8_t seen = *counter;
+    double end = kt_now() + 20;
+    while (*counter == seen && kt_now() < end)
+        usleep(1000);
+    assert_int_not_equal(*counter, seen); /* the AP keeps counting */
+    size_t bs = kt_output_len(&g);
+    size_t more = kt_wait_chars(&g, bs, 'B', 1, 20.0); /* vCPU 0 still going */
+    ferry_vcpus_pause(g.vcpus);
+    uint8_t c0 = *counter;
+    usleep(20000);
+    assert_int_equal(*counter, c0); /* paused means paused: the AP no longer counts */
+    assert_true(more >= 1);
+    assert_int_equal(g.events, 0);
+    /* Duplicate ids are refused. */
+    assert_null(ferry_vcpus_add(g.vcpus, 1, &err));
+    assert_int_equal(err.code, -EEXIST);
+    kt_guest_destroy(&g);
+}
+
+static void test_pause_resume_repeatedly(void **state)
+{
+    (void)state;
+    KtGuest g;
+    boot_dirty(&g);
+    volatile uint8_t *counter = ferry_vm_gpa_to_host(g.vm, 1 << 20, 1);
+    kt_wait_chars(&g, 0, 'B', 1, 20.0);
+    for (int i = 0; i < 50; i++) {
+        ferry_vcpus_pause(g.vcpus);
+        assert_true(ferry_vcpus_paused(g.vcpus));
+        uint8_t c = *counter;
+        usleep(1000);
+        assert_int_equal(*counter, c); /* nothing runs while paused */
+        ferry_vcpus_resume(g.vcpus);
+        usleep(500);
+    }
+    assert_int_equal(g.events, 0);
+    kt_guest_destroy(&g);
+}
+
 int main(int argc, char **argv)
 {
     kt_require_kvm("kvm-boot");
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s GUEST_DIR\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s GUEST_DIR HELLO64_BIN\n", argv[0]);
         return 2;
     }
     guest_dir = argv[1];
+    hello64_path = argv[2];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boot_sector_prints_a_then_b),
         cmocka_unit_test(test_dirty_log_reports_range),
         cmocka_unit_test(test_boot_sector_errors),
+        cmocka_unit_test(test_flat64_firmware_runs_in_long_mode),
+        cmocka_unit_test(test_flat64_errors),
+        cmocka_unit_test(test_vcpu_hotplug_runs_second_vcpu),
+        cmocka_unit_test(test_pause_resume_repeatedly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
