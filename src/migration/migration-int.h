@@ -29,6 +29,7 @@ typedef struct MigBlock {
     FerryRamBlock b;
     uint64_t pages;
     uint64_t *send;   /* pages to send in the current pass */
+    uint64_t *fetched; /* scratch bitmap for a merged fetch */
     size_t bitmap_size;
     uint8_t *shadow;  /* copy of what the destination holds (delta), MAP_NORESERVE */
 } MigBlock;

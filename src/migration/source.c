@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +139,10 @@ static int rec_flush(Sender *s)
     if (r < 0)
         return r;
     s->bytes += s->rec_len + 40;
+    FerryMigration *m = s->src->m;
+    pthread_mutex_lock(&m->lock);
+    m->info.ram_transferred += s->rec_len + 40; /* live, for query-migrate */
+    pthread_mutex_unlock(&m->lock);
     throttle_bandwidth(s, s->rec_len);
     return 0;
 }
@@ -486,17 +489,23 @@ static int write_pass_record(Source *src, uint64_t pass, uint64_t sent, uint64_t
                                      &iov, 1, err);
 }
 
-static int fetch_dirty(Source *src, uint64_t *count, FerryError *err)
+/* The pages dirtied since the last fetch become the next pass's work. With `merge` they are
+ * added to pages still pending (the switchover follows a live fetch whose pages were not sent
+ * yet); otherwise the previous set was sent in full and is replaced. */
+static int fetch_dirty(Source *src, bool merge, uint64_t *count, FerryError *err)
 {
     uint64_t n = 0;
     for (size_t i = 0; i < src->nblocks; i++) {
         MigBlock *mb = &src->blocks[i];
-        int r = ferry_vm_dirty_log_fetch(src->m->host.vm, mb->b.slot, mb->send, mb->bitmap_size,
-                                         err);
+        uint64_t *dst = merge ? mb->fetched : mb->send;
+        int r = ferry_vm_dirty_log_fetch(src->m->host.vm, mb->b.slot, dst, mb->bitmap_size, err);
         if (r < 0)
             return r;
-        for (size_t w = 0; w < mb->bitmap_size / 8; w++)
+        for (size_t w = 0; w < mb->bitmap_size / 8; w++) {
+            if (merge)
+                mb->send[w] |= mb->fetched[w];
             n += (uint64_t)__builtin_popcountll(mb->send[w]);
+        }
     }
     *count = n;
     return 0;
@@ -564,7 +573,7 @@ static void stats_update(Source *src, const FerryMigPass *ps, uint64_t dirty, do
     FerryMigInfo *in = &m->info;
     if (in->npasses < FERRY_MIG_PASSES_MAX)
         in->passes[in->npasses++] = *ps;
-    in->ram_transferred = total_bytes;
+    (void)total_bytes;
     in->ram_remaining = dirty * RAM_PAGE;
     in->duplicate = zero;
     in->normal = raw;
@@ -598,6 +607,7 @@ static void source_cleanup(Source *src)
     sender_fini(&src->main);
     for (size_t i = 0; i < src->nblocks; i++) {
         free(src->blocks[i].send);
+        free(src->blocks[i].fetched);
         if (src->blocks[i].shadow)
             munmap(src->blocks[i].shadow, src->blocks[i].b.size);
     }
@@ -649,7 +659,8 @@ static int source_run(Source *src, FerryError *err)
         mb->pages = mb->b.size / RAM_PAGE;
         mb->bitmap_size = ferry_vm_dirty_bitmap_size(mb->b.size);
         mb->send = calloc(1, mb->bitmap_size);
-        if (!mb->send)
+        mb->fetched = calloc(1, mb->bitmap_size);
+        if (!mb->send || !mb->fetched)
             return ferry_error_set(err, -ENOMEM, "out of memory");
         if (src->p.delta) {
             mb->shadow = mmap(NULL, mb->b.size, PROT_READ | PROT_WRITE,
@@ -774,7 +785,7 @@ static int source_run(Source *src, FerryError *err)
             delta += all[i].delta;
         }
         total_bytes += ps.bytes_sent;
-        r = fetch_dirty(src, &dirty, err);
+        r = fetch_dirty(src, false, &dirty, err);
         if (r < 0)
             return r;
         ps.pages_dirtied = dirty;
@@ -834,7 +845,7 @@ static int source_run(Source *src, FerryError *err)
     uint64_t t_stop = mig_now_ns();
     guest_stop(src);
     uint64_t t0 = mig_now_ns();
-    r = fetch_dirty(src, &dirty, err);
+    r = fetch_dirty(src, true, &dirty, err);
     if (!r)
         r = run_pass(src, false, true, err);
     if (r < 0)
@@ -896,6 +907,19 @@ void *mig_source_main(void *arg)
     src.nch = src.p.multifd_channels;
     FerryError err = {0};
     int r = source_run(&src, &err);
+    if (r < 0 && src.return_path && !atomic_load(&m->cancel) && !strstr(err.msg, "destination")) {
+        /* A write that failed because the destination gave up: its reason is on the return
+         * path ("FERRY-ERR checksum mismatch ..."), more useful than "Broken pipe". */
+        char line[FERRY_ERROR_MSG_MAX + 32];
+        FerryError e2 = {0};
+        if (mig_read_line(m->fds[0], line, sizeof(line), 300, &e2) == 0 &&
+            !strncmp(line, MIG_REPLY_ERR, strlen(MIG_REPLY_ERR))) {
+            char was[FERRY_ERROR_MSG_MAX];
+            snprintf(was, sizeof(was), "%s", err.msg);
+            ferry_error_set(&err, r, "destination failed: %s (here: %s)",
+                            line + strlen(MIG_REPLY_ERR), was);
+        }
+    }
     if (r < 0) {
         atomic_store(&src.abort, true);
         mig_shutdown_fds(m);
