@@ -690,6 +690,55 @@ static void test_bad_bool_and_string(void **state)
     free(wire);
 }
 
+typedef struct Flag {
+    uint16_t a;
+    bool on;
+} Flag;
+typedef struct Flags {
+    Flag v[3];
+} Flags;
+static const FerryDesc flag_desc = {
+    .name = "flag",
+    .version = 1,
+    .size = sizeof(Flag),
+    .fields = (const FerryField[]){FERRY_FIELD(Flag, a), FERRY_FIELD(Flag, on), FERRY_END},
+};
+static const FerryDesc flags_desc = {
+    .name = "flags",
+    .version = 1,
+    .size = sizeof(Flags),
+    .fields = (const FerryField[]){FERRY_ARRAY(Flags, v, .desc = &flag_desc), FERRY_END},
+};
+
+/* Arrays of small structs take the flat fast path; it validates like the generic walk. */
+static void test_struct_array_fast_path(void **state)
+{
+    (void)state;
+    Flags f = {{{1, true}, {2, false}, {3, true}}}, d;
+    size_t len;
+    uint8_t *wire = save_to(&flags_desc, &f, &len);
+    static const uint8_t want[] = {3, 0, 0, 0, 1, 0, 0, 0, /* count 3, version 1 */
+                                   1, 0, 1, 0, 2, 0, 0, 0, 3, 0, 1, 0, /* {a, on, end} x3 */
+                                   0};
+    assert_int_equal(len, sizeof(want));
+    assert_memory_equal(wire, want, len);
+    FerryError err;
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(load_from(&flags_desc, &d, wire, len, 1, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(d.v[i].a, f.v[i].a);
+        assert_int_equal(d.v[i].on, f.v[i].on);
+    }
+    wire[8 + 4 + 2] = 9; /* v[1].on */
+    assert_int_equal(load_from(&flags_desc, &d, wire, len, 1, &err), -EBADMSG);
+    assert_string_equal(err.msg, "flags.v[1].on: invalid bool value 0x09 (offset 0xf)");
+    wire[8 + 4 + 2] = 0;
+    wire[8 + 4 + 3] = 1; /* v[1] claims a subsection: the generic walk takes over and fails */
+    assert_true(load_from(&flags_desc, &d, wire, len, 1, &err) < 0);
+    assert_true(strncmp(err.msg, "flags.v[1]", 10) == 0);
+    free(wire);
+}
+
 /* ---- hooks ------------------------------------------------------------------------------------ */
 
 typedef struct Hooked {
@@ -899,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_alloc_bounded),
         cmocka_unit_test(test_var_count_mismatch),
         cmocka_unit_test(test_bad_bool_and_string),
+        cmocka_unit_test(test_struct_array_fast_path),
         cmocka_unit_test(test_hooks_order),
         cmocka_unit_test(test_hooks_errors),
         cmocka_unit_test(test_desc_check_errors),
