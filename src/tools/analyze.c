@@ -39,6 +39,7 @@ typedef struct BlockStat {
 
 typedef struct Analyze {
     bool summary;
+    bool json; /* default output: neither --summary nor --extract-ram */
     const char *section; /* --section filter */
     const char *extract; /* --extract-ram DIR */
     FILE *out;
@@ -434,7 +435,7 @@ static int on_section_begin(void *ctx, const FerryQemuSection *s, FerryError *er
                         .offset = s->offset};
         snprintf(st->idstr, sizeof(st->idstr), "%s", s->idstr);
         a->filtered = passes(a, s->idstr, s->section_id);
-        a->entry_open = !a->summary && a->filtered;
+        a->entry_open = a->json && a->filtered;
         if (a->entry_open) {
             char key[300];
             snprintf(key, sizeof(key), "%s (%" PRIu32 ")", s->idstr, s->section_id);
@@ -745,7 +746,7 @@ static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
     int rc = ferry_qemu_reader_run(r, &v, a, &err);
     if (rc == 0 && a->extract)
         rc = flush_zero(a, &err);
-    if (!a->summary && (rc == 0 || a->lv[0].count)) {
+    if (a->json && (rc == 0 || a->lv[0].count)) {
         while (a->depth > 0)
             close_object(a);
         close_object(a);
@@ -781,6 +782,7 @@ static int run_analyze(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    a.json = !a.summary && !a.extract;
     if (optind != argc - 1) {
         usage(stderr);
         return 2;
