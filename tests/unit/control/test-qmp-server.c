@@ -1,5 +1,8 @@
 /* QMP server tests through a real unix socket: greeting, negotiation, id echo, malformed input
  * of every kind, argument checks, events, socket mode, several clients, shutdown. */
+#include "ferry/control/qmp-client.h"
+#include "ferry/control/qmp.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -14,8 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include "ferry/control/qmp-client.h"
-#include "ferry/control/qmp.h"
 
 /* cmocka.h needs setjmp.h, stdarg.h and stddef.h first. */
 #include <cmocka.h>

@@ -1,6 +1,8 @@
 /* QMP session, splitter and registry tests without sockets: the same request stream cut at
  * every byte gives the same answers, QMP's single-quote extension, argument specs of the
  * standard command set, and registry rules. */
+#include "ferry/control/qmp.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ferry/control/qmp.h"
 
 /* cmocka.h needs setjmp.h, stdarg.h and stddef.h first. */
 #include <cmocka.h>
