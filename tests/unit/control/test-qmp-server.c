@@ -648,6 +648,36 @@ static void test_emit_checks_data(void **state)
     ferry_qmp_client_close(c);
 }
 
+static void test_client_that_never_reads_is_dropped(void **state)
+{
+    Fixture *fx = *state;
+    FerryQmpClient *slow = connect_neg(fx);
+    FerryQmpClient *fast = connect_neg(fx);
+    /* ~40 MiB of events: far beyond what the socket buffers and the 8 MiB per-client cap hold.
+     * The slow client is disconnected instead of the server growing without bound. */
+    char pad[1000];
+    memset(pad, 'p', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    json_t *data = json_pack("{s:s, s:s}", "device", pad, "path", "/x");
+    FerryError err;
+    for (int i = 0; i < 40000 && ferry_qmp_server_clients(fx->srv) == 2; i++) {
+        int rc;
+        while ((rc = ferry_qmp_emit(fx->srv, "DEVICE_DELETED", data, &err)) == -ENOBUFS)
+            usleep(1000);
+        assert_int_equal(rc, 0);
+        /* The other client keeps up. */
+        json_t *ev;
+        assert_int_equal(ferry_qmp_client_wait_event(fast, "DEVICE_DELETED", TIMEOUT, &ev, &err),
+                         0);
+        json_decref(ev);
+    }
+    json_decref(data);
+    wait_clients(fx, 1);
+    assert_int_equal(counter_add_via(fast, 1), 1);
+    ferry_qmp_client_close(slow);
+    ferry_qmp_client_close(fast);
+}
+
 /* ---- socket, clients, shutdown ----------------------------------------------------------- */
 
 static void test_socket_mode(void **state)
@@ -769,6 +799,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_eof_mid_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_emit_checks_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_that_never_reads_is_dropped, setup, teardown),
         cmocka_unit_test(test_socket_mode),
         cmocka_unit_test(test_refuses_non_socket_path),
         cmocka_unit_test(test_clients_in_turn),
