@@ -180,7 +180,8 @@ typedef struct FerryQmpServer FerryQmpServer;
 
 /* Listen on the unix socket `path`, created with mode 0600 whatever the umask (a stale socket
  * at `path` is replaced; any other file is an error). Commands come from `cmds` (borrowed; it
- * must outlive the server). Serves nothing until ferry_qmp_server_start. Caller frees with
+ * must outlive the server). `cfg` (may be NULL) is copied, but cfg->package is borrowed and
+ * must outlive the server. Serves nothing until ferry_qmp_server_start. Caller frees with
  * ferry_qmp_server_destroy. */
 FerryQmpServer *ferry_qmp_server_create(const char *path, FerryQmpCommands *cmds,
                                         const FerryQmpConfig *cfg, FerryError *err);
@@ -196,7 +197,7 @@ void ferry_qmp_server_destroy(FerryQmpServer *srv);
 /* Socket path (borrowed). */
 const char *ferry_qmp_server_path(const FerryQmpServer *srv);
 
-/* Emit an event to every client in command mode, from any thread. `data` is borrowed (may be
+/* Emit an event to every client in command mode, from any thread (not after destroy). `data` is borrowed (may be
  * NULL: no "data" member) and serialised before return; the timestamp is taken now (wall clock,
  * seconds + microseconds, as QEMU). A declared event's data is checked against its spec:
  * -EINVAL on mismatch, -ENOENT for an undeclared event, -ENOBUFS when the queue is full
