@@ -197,11 +197,11 @@ void ferry_qmp_server_destroy(FerryQmpServer *srv);
 /* Socket path (borrowed). */
 const char *ferry_qmp_server_path(const FerryQmpServer *srv);
 
-/* Emit an event to every client in command mode, from any thread (not after destroy). `data` is borrowed (may be
- * NULL: no "data" member) and serialised before return; the timestamp is taken now (wall clock,
- * seconds + microseconds, as QEMU). A declared event's data is checked against its spec:
- * -EINVAL on mismatch, -ENOENT for an undeclared event, -ENOBUFS when the queue is full
- * (the server thread is stuck). Events are delivered in emission order. */
+/* Emit an event to every client in command mode, from any thread (not after destroy). `data` is
+ * borrowed (may be NULL: no "data" member) and serialised before return; the timestamp is taken now
+ * (wall clock, seconds + microseconds, as QEMU). A declared event's data is checked against its
+ * spec: -EINVAL on mismatch, -ENOENT for an undeclared event, -ENOBUFS when the queue is full (the
+ * server thread is stuck). Events are delivered in emission order. */
 int ferry_qmp_emit(FerryQmpServer *srv, const char *event, json_t *data, FerryError *err);
 
 /* Number of connected clients (for tests and status). */
