@@ -162,6 +162,63 @@ static void test_ram_block_add_remove(void **state)
     kt_guest_destroy(&g);
 }
 
+/* The UART as a driver sees it, through the VM's bus (no guest needed). */
+static void test_serial_registers(void **state)
+{
+    (void)state;
+    KtGuest g;
+    kt_guest_init(&g, 4 << 20, -1);
+    FerryPioBus *bus = ferry_vm_pio_bus(g.vm);
+    uint32_t v;
+    ferry_pio_bus_read(bus, 0x3fd, 1, &v);
+    assert_int_equal(v & 0x61, 0x60); /* LSR: THR empty, transmitter empty, no data */
+    ferry_pio_bus_write(bus, 0x3fb, 1, 0x80); /* DLAB */
+    ferry_pio_bus_write(bus, 0x3f8, 1, 0x01); /* DLL: 115200 baud */
+    ferry_pio_bus_write(bus, 0x3f9, 1, 0x00); /* DLM */
+    ferry_pio_bus_read(bus, 0x3f8, 1, &v);
+    assert_int_equal(v, 0x01);
+    ferry_pio_bus_write(bus, 0x3fb, 1, 0x03); /* 8N1, DLAB off */
+    ferry_pio_bus_write(bus, 0x3ff, 1, 0x5a);
+    ferry_pio_bus_read(bus, 0x3ff, 1, &v);
+    assert_int_equal(v, 0x5a); /* scratch */
+    /* Output is line-buffered: nothing reaches the fd before the newline. */
+    struct stat st;
+    for (const char *p = "hi"; *p; p++)
+        ferry_pio_bus_write(bus, 0x3f8, 1, (uint8_t)*p);
+    fstat(g.out_fd, &st);
+    assert_int_equal(st.st_size, 0);
+    ferry_pio_bus_write(bus, 0x3f8, 1, '\n');
+    fstat(g.out_fd, &st);
+    assert_int_equal(st.st_size, 3);
+    assert_int_equal(ferry_serial_tx_count(g.serial), 3);
+    /* THR-empty interrupt: enabling it raises IIR=THRI; reading IIR acknowledges it. */
+    ferry_pio_bus_write(bus, 0x3f9, 1, 0x02);
+    ferry_pio_bus_read(bus, 0x3fa, 1, &v);
+    assert_int_equal(v & 0x0f, 0x02);
+    ferry_pio_bus_read(bus, 0x3fa, 1, &v);
+    assert_int_equal(v & 0x0f, 0x01);
+    /* Input: data ready, RX interrupt has priority, bytes come out in order. */
+    ferry_pio_bus_write(bus, 0x3f9, 1, 0x01);
+    assert_int_equal(ferry_serial_input(g.serial, (const uint8_t *)"ok", 2), 2);
+    ferry_pio_bus_read(bus, 0x3fd, 1, &v);
+    assert_true(v & 0x01);
+    ferry_pio_bus_read(bus, 0x3fa, 1, &v);
+    assert_int_equal(v & 0x0f, 0x04);
+    ferry_pio_bus_read(bus, 0x3f8, 1, &v);
+    assert_int_equal(v, 'o');
+    ferry_pio_bus_read(bus, 0x3f8, 1, &v);
+    assert_int_equal(v, 'k');
+    ferry_pio_bus_read(bus, 0x3fd, 1, &v);
+    assert_false(v & 0x01);
+    /* The FIFO holds 16 bytes. */
+    assert_int_equal(ferry_serial_input(g.serial, (const uint8_t *)"0123456789abcdefXYZ", 19),
+                     16);
+    char *out = kt_output(&g);
+    assert_string_equal(out, "hi\n");
+    free(out);
+    kt_guest_destroy(&g);
+}
+
 static void test_boot_sector_errors(void **state)
 {
     (void)state;
@@ -326,6 +383,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_boot_sector_prints_a_then_b),
         cmocka_unit_test(test_dirty_log_reports_range),
         cmocka_unit_test(test_ram_block_add_remove),
+        cmocka_unit_test(test_serial_registers),
         cmocka_unit_test(test_boot_sector_errors),
         cmocka_unit_test(test_flat64_firmware_runs_in_long_mode),
         cmocka_unit_test(test_flat64_errors),
