@@ -219,6 +219,88 @@ static void test_serial_registers(void **state)
     kt_guest_destroy(&g);
 }
 
+/* Run a 512-byte boot sector given as bytes until a vCPU event, return it in g->last_event. */
+static void run_until_event(KtGuest *g, uint64_t ram, const uint8_t *code, size_t len)
+{
+    FerryError err = {0};
+    uint8_t img[512] = {0};
+    memcpy(img, code, len);
+    img[510] = 0x55;
+    img[511] = 0xaa;
+    kt_guest_init(g, ram, -1);
+    if (ferry_boot_sector_mem(g->vm, g->bsp, img, sizeof(img), &err) < 0)
+        kt_die("ferry_boot_sector_mem", &err);
+    ferry_vcpu_start(g->bsp);
+    ferry_vcpus_resume(g->vcpus);
+    double end = kt_now() + 20;
+    while (!__atomic_load_n(&g->events, __ATOMIC_SEQ_CST) && kt_now() < end)
+        usleep(1000);
+    ferry_vcpus_pause(g->vcpus);
+}
+
+static void test_guest_crash_stops_vcpu_with_event(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    /* Long mode with an IDT of non-present gates, then int3: #NP -> #DF -> triple fault ->
+     * KVM_EXIT_SHUTDOWN. PVM (reference/host-kvm.md) runs the guest deprivileged and fails to
+     * emulate this LIDT instead (KVM_EXIT_INTERNAL_ERROR); either way the crash must come out
+     * as exactly one event with a message, and the vCPU must stop rather than spin. */
+    static const uint8_t code[20] = {
+        0x0f, 0x01, 0x1d, 0x03, 0x00, 0x00, 0x00, /* lidt [rip+3] -> offset 10 */
+        0xcc,                                     /* int3 */
+        0xeb, 0xfe,                               /* jmp $ */
+        0xff, 0x0f, 0x00, 0x00, 0x20, 0x00,       /* IDTR: limit 0xfff, base 2 MiB (zeroes) */
+    };
+    char tmpl[] = "/tmp/ferry-tfXXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, code, sizeof(code)), (ssize_t)sizeof(code));
+    close(fd);
+    KtGuest g;
+    kt_guest_init(&g, 4 << 20, -1);
+    int r = ferry_boot_flat64(g.vm, g.bsp, tmpl, &err);
+    unlink(tmpl);
+    if (r < 0)
+        fail_msg("%s", err.msg);
+    ferry_vcpu_start(g.bsp);
+    ferry_vcpus_resume(g.vcpus);
+    double end = kt_now() + 20;
+    while (!__atomic_load_n(&g.events, __ATOMIC_SEQ_CST) && kt_now() < end)
+        usleep(1000);
+    ferry_vcpus_pause(g.vcpus);
+    printf("event: %s\n", g.last_event);
+    assert_int_equal(g.events, 1);
+    int ev = atoi(g.last_event);
+    if (ev == FERRY_VCPU_EVENT_SHUTDOWN)
+        assert_non_null(strstr(g.last_event, "triple fault"));
+    else
+        assert_non_null(strstr(g.last_event, "vCPU 0: KVM internal error, suberror 1 "
+                                             "(instruction emulation failed)"));
+    /* The vCPU stopped itself: resuming the set does not run it again until started. */
+    ferry_vcpus_resume(g.vcpus);
+    usleep(20000);
+    assert_int_equal(g.events, 1);
+    kt_guest_destroy(&g);
+}
+
+static void test_mmio_is_a_clear_error(void **state)
+{
+    (void)state;
+    /* RAM is 512 KiB; read a byte at 0xa0000 (no RAM, no device). */
+    static const uint8_t code[] = {0xb8, 0x00, 0xa0, /* mov ax, 0xa000 */
+                                   0x8e, 0xd8,       /* mov ds, ax */
+                                   0xa0, 0x00, 0x00, /* mov al, [0] */
+                                   0xeb, 0xfe};      /* jmp $ */
+    KtGuest g;
+    run_until_event(&g, 512 << 10, code, sizeof(code));
+    printf("event: %s\n", g.last_event);
+    assert_int_equal(g.events, 1);
+    assert_int_equal(atoi(g.last_event), FERRY_VCPU_EVENT_ERROR);
+    assert_non_null(strstr(g.last_event, "vCPU 0: MMIO read of 1 bytes at 0xa0000"));
+    kt_guest_destroy(&g);
+}
+
 static void test_boot_sector_errors(void **state)
 {
     (void)state;
@@ -385,6 +467,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ram_block_add_remove),
         cmocka_unit_test(test_serial_registers),
         cmocka_unit_test(test_boot_sector_errors),
+        cmocka_unit_test(test_guest_crash_stops_vcpu_with_event),
+        cmocka_unit_test(test_mmio_is_a_clear_error),
         cmocka_unit_test(test_flat64_firmware_runs_in_long_mode),
         cmocka_unit_test(test_flat64_errors),
         cmocka_unit_test(test_vcpu_hotplug_runs_second_vcpu),
