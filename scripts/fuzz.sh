@@ -5,21 +5,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=$1 dir=$2
 if [ ! -f "$dir/build.ninja" ]; then
-    CC=clang meson setup "$dir" -Dfuzz=true -Dtests=false -Db_lundef=false >/dev/null
+    CC=clang meson setup "$dir" -Dfuzz=true -Dtests=false -Db_lundef=false \
+        -Db_sanitize=address,undefined >/dev/null
 fi
-ninja -C "$dir" >/dev/null
+ninja -C "$dir" >"$dir.ninja.log" 2>&1 || { tail -40 "$dir.ninja.log"; exit 1; }
 [ "$mode" = run ] || exit 0
 secs=${FUZZ_SECONDS:-60}
 : > "$dir/fuzz-summary.txt"
 mkdir -p .fuzz-artifacts
-for h in "$dir"/tests/fuzz/fuzz-*; do
-    [ -x "$h" ] || continue
+harnesses=($(find "$dir/tests/fuzz" -maxdepth 1 -type f -name "fuzz-*" -perm -u+x | sort))
+[ -x "${harnesses[0]}" ] || { echo "fuzz: no harness was built in $dir" >&2; exit 1; }
+for h in "${harnesses[@]}"; do
+    [ -f "$h" ] && [ -x "$h" ] || continue
     name=$(basename "$h")
     seeds="tests/fuzz/corpus/${name#fuzz-}"
     work=$(mktemp -d)
     echo "fuzz: $name for ${secs}s (seeds: $seeds)"
-    if "$h" -max_total_time="$secs" -artifact_prefix=.fuzz-artifacts/ -print_final_stats=0 \
-        "$work" "$seeds" >"$dir/$name.log" 2>&1; then
+    dirs=("$work")
+    [ -d "$seeds" ] && dirs+=("$seeds")
+    if "$h" -max_total_time="$secs" -artifact_prefix=.fuzz-artifacts/ -print_final_stats=1 \
+        -rss_limit_mb=2048 "${dirs[@]}" >"$dir/$name.log" 2>&1; then
         echo "$name ok $(grep -o 'stat::number_of_executed_units: [0-9]*' "$dir/$name.log" | tail -1)" \
             >> "$dir/fuzz-summary.txt"
     else

@@ -7,6 +7,7 @@
 
 static const FerryCommand *const commands[] = {
     &ferry_cmd_version,
+    &ferry_cmd_analyze,
     &ferry_cmd_run,
 };
 

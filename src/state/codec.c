@@ -247,6 +247,90 @@ static void set_uint(void *p, size_t size, uint64_t v)
     }
 }
 
+/* ---- flat descriptions: the fast path for arrays and lists of small structs ------------------- */
+
+/* Wire bytes of one element of `d` if it is flat at `version` (scalars only, no arrays, no
+ * predicates, hooks or subsections), else 0. Such elements are a fixed run of bytes plus the
+ * empty subsection block, so they are copied field by field without the generic walk. */
+static size_t flat_size(const FerryDesc *d, uint32_t version)
+{
+    if (d->pre_save || d->post_save || d->pre_load || d->post_load ||
+        (d->subsections && d->subsections[0].desc))
+        return 0;
+    size_t n = 0;
+    for (const FerryField *f = d->fields; f && f->name; f++) {
+        if (!is_scalar(f->type) || f->array != FERRY_ARRAY_NONE || f->exists || f->since > version)
+            return 0;
+        n += f->size;
+    }
+    return n + 1;
+}
+
+static int save_flat(CodecCtx *c, const FerryDesc *d, const uint8_t *p, size_t esize,
+                     uint64_t n, size_t wsize)
+{
+    for (uint64_t i = 0; i < n; i++, p += esize) {
+        FerryIO *io = c->io;
+        int rc = ferry_io__reserve(io, wsize, c->err);
+        if (rc < 0)
+            return codec_wrap(c, rc);
+        if (rc > 0) { /* no room in this writer's buffer: plain writes */
+            for (const FerryField *f = d->fields; f->name; f++)
+                WR(c, p + f->offset, f->size);
+            WR(c, "", 1);
+            continue;
+        }
+        uint8_t *out = io->buf + io->pos;
+        for (const FerryField *f = d->fields; f->name; f++) {
+            if (f->type == FERRY_TYPE_BOOL)
+                *out = *(const bool *)(p + f->offset) ? 1 : 0;
+            else
+                memcpy(out, p + f->offset, f->size);
+            out += f->size;
+        }
+        *out = SUB_END;
+        io->pos += wsize;
+    }
+    return 0;
+}
+
+static int load_desc(CodecCtx *c, const FerryDesc *d, void *opaque, uint32_t version);
+
+static int load_flat(CodecCtx *c, const FerryDesc *d, uint8_t *p, size_t esize, uint32_t n,
+                     uint32_t version, size_t wsize, bool indexed)
+{
+    for (uint32_t i = 0; i < n; i++, p += esize) {
+        FerryIO *io = c->io;
+        if (io->end - io->pos < wsize || io->base + io->pos + wsize > io->limit ||
+            memchr(io->win + io->pos + wsize - 1, SUB_END, 1) == NULL) {
+            /* Short window, frame end or subsections present: the generic walk reports it. */
+            if (indexed)
+                codec_index(c, i);
+            int rc = load_desc(c, d, p, version);
+            if (rc)
+                return rc;
+            continue;
+        }
+        const uint8_t *in = io->win + io->pos;
+        for (const FerryField *f = d->fields; f->name; f++) {
+            if (f->type == FERRY_TYPE_BOOL) {
+                if (*in > 1) {
+                    codec_index(c, i);
+                    codec_push(c, f->name);
+                    io->pos = (size_t)(in - io->win) + 1;
+                    return codec_fail(c, -EBADMSG, "invalid bool value 0x%02x", *in);
+                }
+                *(bool *)(p + f->offset) = *in;
+            } else {
+                memcpy(p + f->offset, in, f->size);
+            }
+            in += f->size;
+        }
+        io->pos += wsize;
+    }
+    return 0;
+}
+
 /* ---- save ------------------------------------------------------------------------------------- */
 
 static int save_desc(CodecCtx *c, const FerryDesc *d, void *opaque);
@@ -306,6 +390,9 @@ static int save_field(CodecCtx *c, const FerryField *f, uint8_t *base)
     case FERRY_TYPE_STRUCT:
         if ((rc = wr_u32(c, f->desc->version)))
             return rc;
+        size_t flat = n > 1 ? flat_size(f->desc, f->desc->version) : 0;
+        if (flat)
+            return save_flat(c, f->desc, p, f->size, n, flat);
         for (uint64_t i = 0; i < n; i++) {
             if (f->array != FERRY_ARRAY_NONE)
                 codec_index(c, (int64_t)i);
@@ -429,8 +516,6 @@ int ferry_state_save(const FerryDesc *d, void *opaque, FerryIO *io, FerryError *
 
 /* ---- load ------------------------------------------------------------------------------------- */
 
-static int load_desc(CodecCtx *c, const FerryDesc *d, void *opaque, uint32_t version);
-
 static void release_list(const FerryField *f, FerryList *l)
 {
     FerryLink *n;
@@ -509,15 +594,24 @@ static int load_field(CodecCtx *c, const FerryField *f, uint8_t *base)
                               n, f->count_name, mine);
     }
     if (f->array == FERRY_ARRAY_ALLOC) {
+        /* Reuse the destination's buffer when it is already there (no page faults on a bulk
+         * reload). Elements own no memory (ferry_desc_check), so nothing leaks. */
         uint8_t **slot = (uint8_t **)p;
-        free(*slot);
-        *slot = NULL;
-        if (n) {
-            *slot = calloc(n, f->size);
-            if (!*slot) {
+        if (n == 0) {
+            free(*slot);
+            *slot = NULL;
+        } else {
+            uint8_t *nb = realloc(*slot, (size_t)n * f->size);
+            if (!nb) {
+                free(*slot);
+                *slot = NULL;
                 set_uint(base + f->count_offset, f->count_size, 0);
                 return codec_fail(c, -ENOMEM, "out of memory for %u elements", n);
             }
+            *slot = nb;
+            /* Struct members the description does not cover start zeroed, as with calloc. */
+            if (f->type == FERRY_TYPE_STRUCT)
+                memset(nb, 0, (size_t)n * f->size);
         }
         p = *slot;
     }
@@ -544,6 +638,12 @@ static int load_field(CodecCtx *c, const FerryField *f, uint8_t *base)
     case FERRY_TYPE_STRUCT:
         if ((rc = rd_u32(c, &version)))
             return rc;
+        size_t flat = n > 1 ? flat_size(f->desc, version) : 0;
+        if (flat) {
+            if ((rc = codec_version_check(c, f->desc, version)))
+                return rc;
+            return load_flat(c, f->desc, p, f->size, n, version, flat, true);
+        }
         for (uint32_t i = 0; i < n; i++) {
             if (f->array != FERRY_ARRAY_NONE)
                 codec_index(c, i);
@@ -681,6 +781,21 @@ void ferry_state_release(const FerryDesc *d, void *opaque)
 
 static int check_desc(const FerryDesc *d, FerryError *err, int depth);
 
+/* True when loading `d` can allocate (lists, ALLOC arrays), directly or through nesting. */
+static bool owns_memory(const FerryDesc *d, int depth)
+{
+    if (depth >= CODEC_MAX_DEPTH)
+        return true;
+    for (const FerryField *f = d->fields; f && f->name; f++)
+        if (f->type == FERRY_TYPE_LIST || f->array == FERRY_ARRAY_ALLOC ||
+            (f->type == FERRY_TYPE_STRUCT && owns_memory(f->desc, depth + 1)))
+            return true;
+    for (size_t i = 0; d->subsections && d->subsections[i].desc; i++)
+        if (owns_memory(d->subsections[i].desc, depth + 1))
+            return true;
+    return false;
+}
+
 static int check_field(const FerryDesc *d, const FerryField *f, FerryError *err, int depth)
 {
 #define BAD(...) ferry_error_set(err, -EINVAL, "description '%s' field '%s': " __VA_ARGS__)
@@ -716,6 +831,11 @@ static int check_field(const FerryDesc *d, const FerryField *f, FerryError *err,
         return BAD("fixed array of length 0", d->name, f->name);
     if (f->array == FERRY_ARRAY_ALLOC && f->max == 0)
         return BAD("allocated array needs a maximum count", d->name, f->name);
+    /* A reload cannot know how many old elements to release once the count field has been
+     * overwritten, so allocated arrays hold plain elements; use a FERRY_LIST otherwise. */
+    if (f->array == FERRY_ARRAY_ALLOC && f->desc && owns_memory(f->desc, depth + 1))
+        return BAD("allocated array of '%s', which owns memory: use a list", d->name, f->name,
+                   f->desc->name);
     if (f->array == FERRY_ARRAY_VAR || f->array == FERRY_ARRAY_ALLOC) {
         const FerryField *cf = NULL;
         for (const FerryField *g = d->fields; g != f; g++)

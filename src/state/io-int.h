@@ -29,6 +29,9 @@ struct FerryIO {
 
 int ferry_io__read_slow(FerryIO *io, void *dst, size_t len, FerryError *err);
 int ferry_io__write_slow(FerryIO *io, const void *src, size_t len, FerryError *err);
+/* Writers: make `len` bytes writable at buf + pos. 0 when they are, 1 when this writer cannot
+ * (fd writer, len larger than its buffer), negative errno on failure. */
+int ferry_io__reserve(FerryIO *io, size_t len, FerryError *err);
 
 static inline int ferry_io__read(FerryIO *io, void *dst, size_t len, FerryError *err)
 {

@@ -159,20 +159,40 @@ int ferry_io_flush(FerryIO *io, FerryError *err)
     return fd_write_all(io, io->buf, n, err);
 }
 
+static int mem_grow(FerryIO *io, size_t len, FerryError *err)
+{
+    size_t need = io->pos + len;
+    if (need < io->pos)
+        return ferry_error_set(err, -EOVERFLOW, "memory stream overflow");
+    size_t cap = io->cap ? io->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    uint8_t *nb = realloc(io->buf, cap);
+    if (!nb)
+        return ferry_error_set(err, -ENOMEM, "out of memory growing a %zu-byte buffer", cap);
+    io->buf = nb;
+    io->cap = cap;
+    return 0;
+}
+
+int ferry_io__reserve(FerryIO *io, size_t len, FerryError *err)
+{
+    if (io->cap - io->pos >= len)
+        return 0;
+    if (io->kind == IO_MEM)
+        return mem_grow(io, len, err);
+    int rc = ferry_io_flush(io, err);
+    if (rc)
+        return rc;
+    return io->cap >= len ? 0 : 1;
+}
+
 int ferry_io__write_slow(FerryIO *io, const void *src, size_t len, FerryError *err)
 {
     if (io->kind == IO_MEM) {
-        size_t need = io->pos + len;
-        if (need < io->pos)
-            return ferry_error_set(err, -EOVERFLOW, "memory stream overflow");
-        size_t cap = io->cap ? io->cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        uint8_t *nb = realloc(io->buf, cap);
-        if (!nb)
-            return ferry_error_set(err, -ENOMEM, "out of memory growing a %zu-byte buffer", cap);
-        io->buf = nb;
-        io->cap = cap;
+        int rc = mem_grow(io, len, err);
+        if (rc)
+            return rc;
         memcpy(io->buf + io->pos, src, len);
         io->pos += len;
         return 0;
