@@ -7,6 +7,8 @@
 
 static const FerryCommand *const commands[] = {
     &ferry_cmd_version,
+    &ferry_cmd_analyze,
+    &ferry_cmd_run,
 };
 
 static void usage(FILE *out)

@@ -44,6 +44,13 @@ int ferry_error_prefix(FerryError *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s%s", prefix, old);
+    /* Explicit truncation: snprintf("%s%s") trips gcc 12's -Wformat-truncation at -O2. */
+    size_t pl = strnlen(prefix, sizeof(err->msg) - 1);
+    size_t ol = strnlen(old, sizeof(old));
+    if (ol > sizeof(err->msg) - 1 - pl)
+        ol = sizeof(err->msg) - 1 - pl;
+    memcpy(err->msg, prefix, pl);
+    memcpy(err->msg + pl, old, ol);
+    err->msg[pl + ol] = '\0';
     return err->code;
 }
