@@ -218,6 +218,8 @@ out:
     ferry_io_destroy(w);
     ferry_registry_free(rs);
     ferry_registry_free(rd);
+    if (res == &dummy)
+        mig_result_fini(&dummy);
     return rc;
 }
 
