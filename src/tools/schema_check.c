@@ -2,6 +2,7 @@
  * directions and prints the findings for people (default) or tools (--json). */
 #include <getopt.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -154,6 +155,42 @@ err_free:
     return -1;
 }
 
+typedef struct LoadJob {
+    const char *path;
+    FerrySchemaDoc *doc;
+    FerryError err;
+} LoadJob;
+
+static void *load_job(void *arg)
+{
+    LoadJob *j = arg;
+    j->doc = ferry_schema_doc_load_file(j->path, &j->err);
+    return NULL;
+}
+
+/* QEMU dumps are ~800 KB each: parse OLD and NEW on two threads. */
+static int load_both(const char *old_path, const char *new_path, FerrySchemaDoc **old,
+                     FerrySchemaDoc **new_, FerryError *err)
+{
+    LoadJob jobs[2] = {{.path = old_path}, {.path = new_path}};
+    pthread_t t;
+    bool threaded = pthread_create(&t, NULL, load_job, &jobs[1]) == 0;
+    load_job(&jobs[0]);
+    if (threaded)
+        pthread_join(t, NULL);
+    else
+        load_job(&jobs[1]);
+    *old = jobs[0].doc;
+    *new_ = jobs[1].doc;
+    if (*old && *new_)
+        return 0;
+    *err = *old ? jobs[1].err : jobs[0].err;
+    ferry_schema_doc_free(*old);
+    ferry_schema_doc_free(*new_);
+    *old = *new_ = NULL;
+    return err->code ? err->code : -1;
+}
+
 int ferry_schema_check_main(int argc, char **argv)
 {
     enum { OPT_BOTH = 256, OPT_REVERSE, OPT_JSON, OPT_STRICT, OPT_SEVERITY };
@@ -219,8 +256,7 @@ int ferry_schema_check_main(int argc, char **argv)
     FerryError err = {0};
     FerrySchemaDoc *old = NULL, *new_ = NULL;
     FerrySchemaReport *rep = NULL;
-    if (!(old = ferry_schema_doc_load_file(argv[optind], &err)) ||
-        !(new_ = ferry_schema_doc_load_file(argv[optind + 1], &err)))
+    if (load_both(argv[optind], argv[optind + 1], &old, &new_, &err) < 0)
         goto err_report;
     if (!(rep = ferry_schema_report_new())) {
         ferry_error_set(&err, -12, "out of memory");

@@ -41,9 +41,11 @@ struct FerryJson {
 
 typedef struct FerryJsonDoc FerryJsonDoc;
 #define FERRY_JSON_MAX_DEPTH 128
+/* Bytes a parse buffer needs after its `len` bytes of text (word-at-a-time scanning). */
+#define FERRY_JSON_PADDING 16
 
-/* Parse `len` bytes; takes ownership of `buf` (malloc'd, at least len + 1 bytes, modified in
- * place). Caller frees the result with ferry_json_free. Errors give line and column. */
+/* Parse `len` bytes; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes,
+ * modified in place). Caller frees the result with ferry_json_free. Errors give line and column. */
 FerryJsonDoc *ferry_json_parse(char *buf, size_t len, FerryError *err);
 void ferry_json_free(FerryJsonDoc *doc);
 /* Borrowed root value. */
@@ -90,7 +92,6 @@ struct FerrySchemaDesc {
     size_t nfields;
     const FerrySchemaSubsection *subsections;
     size_t nsubsections;
-    uint64_t shape; /* hash of the wire layout (names of nested descriptions excluded) */
 };
 
 typedef struct FerrySchemaSection {
@@ -107,11 +108,14 @@ typedef struct FerrySchemaDoc FerrySchemaDoc;
 /* Load a file, auto-detecting the format. Caller frees. Errors name the file and the JSON path
  * ("new.json: $.sections[2].description.fields[0].type: unknown type \"u128\""). */
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err);
-/* Same from memory; takes ownership of `buf` (malloc'd, len + 1 bytes). `name` is used in
+/* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is used in
  * messages (borrowed, copied). */
 FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
                                              FerryError *err);
 void ferry_schema_doc_free(FerrySchemaDoc *doc);
+/* Hash of a description's wire layout (field names, types, sizes, versions, subsection names;
+ * not its own name): equal shapes suggest a renamed or moved section. */
+uint64_t ferry_schema_desc_shape(const FerrySchemaDesc *d);
 
 FerrySchemaFormat ferry_schema_doc_format(const FerrySchemaDoc *doc);
 const char *ferry_schema_doc_name(const FerrySchemaDoc *doc);    /* borrowed */

@@ -59,11 +59,38 @@ static int fail(Parser *ps, const char *what)
     return ferry_error_set(ps->err, -EINVAL, "line %zu, column %zu: %s", line, col, what);
 }
 
+/* Pretty-printed dumps are half indentation: skip runs of spaces a word at a time. The buffer
+ * carries FERRY_JSON_PADDING bytes after its NUL, so the word loads stay inside it. */
+static inline char *skip_spaces(char *p)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (;;) {
+        uint64_t w;
+        memcpy(&w, p, sizeof(w));
+        uint64_t x = w ^ 0x2020202020202020ull;
+        if (x)
+            return p + (__builtin_ctzll(x) >> 3);
+        p += 8;
+    }
+#else
+    while (*p == ' ')
+        p++;
+    return p;
+#endif
+}
+
 static inline void skip_ws(Parser *ps)
 {
     char *p = ps->p;
-    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
-        p++;
+    for (;;) {
+        char c = *p;
+        if (c == ' ')
+            p = skip_spaces(p);
+        else if (c == '\n' || c == '\t' || c == '\r')
+            p++;
+        else
+            break;
+    }
     ps->p = p;
 }
 
@@ -361,7 +388,9 @@ FerryJsonDoc *ferry_json_parse(char *buf, size_t len, FerryError *err)
         return NULL;
     }
     doc->buf = buf;
-    buf[len] = '\0'; /* the scanners stop on NUL: it is never valid JSON outside strings */
+    /* The scanners stop on NUL (never valid JSON outside strings); the padding after it only
+     * has to be readable. */
+    memset(buf + len, 0, FERRY_JSON_PADDING);
     Parser ps = {.buf = buf, .p = buf, .end = buf + len, .doc = doc, .err = err};
     FerryJson *root;
     int rc = push(&ps, &root);

@@ -109,6 +109,60 @@ static const char *json_type_name(const FerryJson *v)
     return names[v->type];
 }
 
+/* Typed readers of one member value `v` named `key` inside `at`. */
+static int val_uint(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
+                    uint64_t max, uint64_t *out)
+{
+    PathFrame here = {at, key, 0};
+    if (v->type != FERRY_JSON_INT)
+        return bad(ld, &here, "expected an integer, got %s", json_type_name(v));
+    if (v->u.i < 0 || (uint64_t)v->u.i > max)
+        return bad(ld, &here, "integer %lld out of range 0..%llu", (long long)v->u.i,
+                   (unsigned long long)max);
+    *out = (uint64_t)v->u.i;
+    return 1;
+}
+
+static int val_u32(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
+                   uint32_t *out)
+{
+    uint64_t x = 0;
+    int rc = val_uint(ld, at, v, key, UINT32_MAX, &x);
+    *out = (uint32_t)x;
+    return rc;
+}
+
+static int val_string(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
+                      const char **out)
+{
+    PathFrame here = {at, key, 0};
+    if (v->type != FERRY_JSON_STRING)
+        return bad(ld, &here, "expected a string, got %s", json_type_name(v));
+    *out = v->u.str;
+    return 1;
+}
+
+static int val_bool(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
+                    bool *out)
+{
+    PathFrame here = {at, key, 0};
+    if (v->type != FERRY_JSON_TRUE && v->type != FERRY_JSON_FALSE)
+        return bad(ld, &here, "expected true or false, got %s", json_type_name(v));
+    *out = v->type == FERRY_JSON_TRUE;
+    return 1;
+}
+
+static int val_container(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
+                         FerryJsonType type, const FerryJson **out)
+{
+    PathFrame here = {at, key, 0};
+    if (v->type != type)
+        return bad(ld, &here, "expected %s, got %s",
+                   type == FERRY_JSON_ARRAY ? "an array" : "an object", json_type_name(v));
+    *out = v;
+    return 1;
+}
+
 /* Typed member readers: `required` members that are absent are errors; present members of the
  * wrong type always are. Return 1 if the value was read, 0 if absent, negative on error. */
 static int get_uint(Loader *ld, const PathFrame *at, const FerryJson *obj, const char *key,
@@ -197,7 +251,7 @@ static uint64_t hash_str(uint64_t h, const char *s)
     return mix(h, x);
 }
 
-static void compute_shape(FerrySchemaDesc *d)
+uint64_t ferry_schema_desc_shape(const FerrySchemaDesc *d)
 {
     uint64_t h = mix(mix(mix(0, d->version), d->min_version), d->nfields);
     for (size_t i = 0; i < d->nfields; i++) {
@@ -207,42 +261,56 @@ static void compute_shape(FerrySchemaDesc *d)
         h = mix(h, f->exists);
         h = mix(h, f->typed ? (uint64_t)f->type << 8 | f->array : 0xffff);
         h = mix(h, f->count);
-        h = mix(h, f->desc ? f->desc->shape : f->size);
+        h = mix(h, f->desc ? ferry_schema_desc_shape(f->desc) : f->size);
     }
     h = mix(h, d->nsubsections);
     for (size_t i = 0; i < d->nsubsections; i++) {
         h = hash_str(h, d->subsections[i].desc->name);
         h = mix(h, d->subsections[i].optional);
-        h = mix(h, d->subsections[i].desc->shape);
+        h = mix(h, ferry_schema_desc_shape(d->subsections[i].desc));
     }
-    d->shape = h;
+    return h;
 }
 
 /* ---- QEMU -dump-vmstate ---- */
 static int qemu_desc(Loader *ld, const PathFrame *at, const FerryJson *j, unsigned depth,
                      const FerrySchemaDesc **out);
 
+/* QEMU dumps are large: each object's members are visited once (no lookups by key). */
 static int qemu_field(Loader *ld, const PathFrame *at, const FerryJson *j, unsigned depth,
                       FerrySchemaField *f)
 {
-    int rc;
-    uint64_t num = 0;
-    const FerryJson *dj;
+    int rc = 0;
+    bool has_name = false, has_version = false, has_size = false;
+    const FerryJson *dj = NULL;
     if (j->type != FERRY_JSON_OBJECT)
         return bad(ld, at, "expected a field object, got %s", json_type_name(j));
-    if ((rc = get_string(ld, at, j, "field", true, false, &f->name)) < 0 ||
-        (rc = get_u32(ld, at, j, "version_id", true, &f->since)) < 0 ||
-        (rc = get_bool(ld, at, j, "field_exists", false, &f->exists)) < 0 ||
-        (rc = get_uint(ld, at, j, "size", true, UINT64_MAX >> 1, &f->size)) < 0)
-        return rc;
-    if ((rc = get_uint(ld, at, j, "num", false, UINT32_MAX, &num)) < 0) /* QEMU >= 8.1 */
-        return rc;
-    if (rc > 0) {
-        f->count_known = true;
-        f->count = num;
+    for (uint32_t k = 0; k < j->len && rc >= 0; k++) {
+        const FerryJson *m = &j->u.items[k];
+        const char *key = m->key;
+        if (!strcmp(key, "field")) {
+            rc = val_string(ld, at, m, key, &f->name);
+            has_name = true;
+        } else if (!strcmp(key, "version_id")) {
+            rc = val_u32(ld, at, m, key, &f->since);
+            has_version = true;
+        } else if (!strcmp(key, "field_exists")) {
+            rc = val_bool(ld, at, m, key, &f->exists);
+        } else if (!strcmp(key, "size")) {
+            rc = val_uint(ld, at, m, key, UINT64_MAX >> 1, &f->size);
+            has_size = true;
+        } else if (!strcmp(key, "num")) { /* QEMU >= 8.1 */
+            rc = val_uint(ld, at, m, key, UINT32_MAX, &f->count);
+            f->count_known = true;
+        } else if (!strcmp(key, "Description")) {
+            rc = val_container(ld, at, m, key, FERRY_JSON_OBJECT, &dj);
+        }
     }
-    if ((rc = get_container(ld, at, j, "Description", FERRY_JSON_OBJECT, false, &dj)) < 0)
+    if (rc < 0)
         return rc;
+    if (!has_name || !has_version || !has_size)
+        return bad(ld, at, "missing member \"%s\"",
+                   !has_name ? "field" : !has_version ? "version_id" : "size");
     if (dj) {
         PathFrame here = {at, "Description", 0};
         if ((rc = qemu_desc(ld, &here, dj, depth + 1, &f->desc)) < 0)
@@ -254,23 +322,37 @@ static int qemu_field(Loader *ld, const PathFrame *at, const FerryJson *j, unsig
 static int qemu_desc(Loader *ld, const PathFrame *at, const FerryJson *j, unsigned depth,
                      const FerrySchemaDesc **out)
 {
-    int rc;
-    const FerryJson *fields, *subs;
+    int rc = 0;
+    const FerryJson *fields = NULL, *subs = NULL;
+    bool has_name = false, has_version = false;
     if (depth > 32)
         return bad(ld, at, "descriptions nested too deeply");
     FerrySchemaDesc *d = model_alloc(ld->doc, sizeof(*d));
     if (!d)
         return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-    if ((rc = get_string(ld, at, j, "name", true, false, &d->name)) < 0 ||
-        (rc = get_u32(ld, at, j, "version_id", true, &d->version)) < 0 ||
-        (rc = get_u32(ld, at, j, "minimum_version_id", false, &d->min_version)) < 0)
+    for (uint32_t k = 0; k < j->len && rc >= 0; k++) {
+        const FerryJson *m = &j->u.items[k];
+        const char *key = m->key;
+        if (!strcmp(key, "name")) {
+            rc = val_string(ld, at, m, key, &d->name);
+            has_name = true;
+        } else if (!strcmp(key, "version_id")) {
+            rc = val_u32(ld, at, m, key, &d->version);
+            has_version = true;
+        } else if (!strcmp(key, "minimum_version_id")) {
+            rc = val_u32(ld, at, m, key, &d->min_version);
+            d->has_min_version = true;
+        } else if (!strcmp(key, "Fields")) {
+            rc = val_container(ld, at, m, key, FERRY_JSON_ARRAY, &fields);
+        } else if (!strcmp(key, "Subsections")) {
+            rc = val_container(ld, at, m, key, FERRY_JSON_ARRAY, &subs);
+        }
+    }
+    if (rc < 0)
         return rc;
-    d->has_min_version = rc > 0;
-    if ((rc = get_container(ld, at, j, "Fields", FERRY_JSON_ARRAY, false, &fields)) < 0)
-        return rc;
+    if (!has_name || !has_version)
+        return bad(ld, at, "missing member \"%s\"", !has_name ? "name" : "version_id");
     d->has_fields = fields != NULL;
-    if ((rc = get_container(ld, at, j, "Subsections", FERRY_JSON_ARRAY, false, &subs)) < 0)
-        return rc;
     d->has_subsections = subs != NULL;
     if (fields && fields->len) {
         PathFrame fa = {at, "Fields", 0};
@@ -301,7 +383,6 @@ static int qemu_desc(Loader *ld, const PathFrame *at, const FerryJson *j, unsign
         d->subsections = ss;
         d->nsubsections = subs->len;
     }
-    compute_shape(d);
     *out = d;
     return 0;
 }
@@ -462,7 +543,6 @@ static int ferry_desc(Loader *ld, const PathFrame *at, const FerryJson *j, unsig
         d->subsections = ss;
         d->nsubsections = subs->len;
     }
-    compute_shape(d);
     *out = d;
     return 0;
 }
@@ -612,7 +692,7 @@ FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err)
         return NULL;
     }
     size_t len = (size_t)st.st_size;
-    char *buf = malloc(len + 1);
+    char *buf = malloc(len + FERRY_JSON_PADDING);
     if (!buf) {
         fclose(f);
         ferry_error_set(err, -ENOMEM, "%s: out of memory", path);

@@ -112,13 +112,23 @@ err_nomem:
     c->rc = -ENOMEM;
 }
 
+static void path_append(Ctx *c, const char *s)
+{
+    size_t n = strlen(s), room = sizeof(c->path) - 1 - c->plen;
+    if (n > room)
+        n = room;
+    memcpy(c->path + c->plen, s, n);
+    c->plen += n;
+    c->path[c->plen] = '\0';
+}
+
+/* Runs for every field compared: plain copies, no printf. */
 static size_t path_push(Ctx *c, const char *pre, const char *name, const char *post)
 {
     size_t mark = c->plen;
-    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s%s", pre, name, post);
-    if (n > 0)
-        c->plen = c->plen + (size_t)n < sizeof(c->path) ? c->plen + (size_t)n
-                                                        : sizeof(c->path) - 1;
+    path_append(c, pre);
+    path_append(c, name);
+    path_append(c, post);
     return mark;
 }
 
@@ -391,7 +401,7 @@ static bool wire_same(const Ctx *c, const FerrySchemaField *s, const FerrySchema
     if (c->qemu || !s->typed || !d->typed)
         return true;
     return s->type == d->type && s->array == d->array &&
-           (s->desc ? s->desc->shape == d->desc->shape : true);
+           (s->desc ? ferry_schema_desc_shape(s->desc) == ferry_schema_desc_shape(d->desc) : true);
 }
 
 /* A matched pair (same name, or accepted rename). c->path names the field. */
@@ -501,9 +511,10 @@ static void compare_field(Ctx *c, const FerrySchemaField *s, const FerrySchemaFi
 
 typedef struct Cursor {
     const FerrySchemaDesc *desc;
-    const FerrySchemaField **v;
+    const FerrySchemaField **v; /* `inl` or malloc'd */
     size_t n, i;
     uint32_t version;
+    const FerrySchemaField *inl[24];
 } Cursor;
 
 typedef struct Side {
@@ -517,8 +528,8 @@ static int side_open(Ctx *c, Side *sd, const FerrySchemaDesc *d, uint32_t v)
     cur->desc = d;
     cur->version = v;
     cur->i = cur->n = 0;
-    cur->v = d->nfields ? malloc(d->nfields * sizeof(*cur->v)) : NULL;
-    if (d->nfields && !cur->v)
+    cur->v = d->nfields <= 24 ? cur->inl : malloc(d->nfields * sizeof(*cur->v));
+    if (!cur->v)
         return c->rc = -ENOMEM;
     for (size_t i = 0; i < d->nfields; i++)
         if (on_wire(c, &d->fields[i], v))
@@ -534,7 +545,8 @@ static const FerrySchemaField *side_next(Side *sd)
             return t->v[t->i++];
         if (sd->depth == 0)
             return NULL;
-        free(t->v);
+        if (t->v != t->inl)
+            free(t->v);
         t->v = NULL;
         sd->depth--;
     }
@@ -543,7 +555,8 @@ static const FerrySchemaField *side_next(Side *sd)
 static void side_close(Side *sd)
 {
     for (int i = 0; i <= sd->depth; i++)
-        free(sd->st[i].v);
+        if (sd->st[i].v != sd->st[i].inl)
+            free(sd->st[i].v);
 }
 
 static bool side_has_ahead(const Side *sd, const char *name)
@@ -1004,6 +1017,7 @@ static void report_missing(Ctx *c, const FerrySchemaSection *ss)
     const FerrySchemaDoc *dst = c->dst;
     const FerrySchemaSection *moved = NULL, *inst = NULL, *shape[3];
     size_t nshape = 0;
+    uint64_t sshape = ss->desc ? ferry_schema_desc_shape(ss->desc) : 0;
     for (size_t k = 0; k < ferry_schema_doc_count(dst); k++) {
         const FerrySchemaSection *ds = ferry_schema_doc_section(dst, k);
         if (ferry_schema_doc_find(c->src, ds->name, ds->instance) >= 0)
@@ -1013,7 +1027,7 @@ static void report_missing(Ctx *c, const FerrySchemaSection *ss)
         const char *ts = tail(ss->name), *td = tail(ds->name);
         if (ts && td && !strcmp(ts, td) && ds->instance == ss->instance && !moved)
             moved = ds;
-        if (ss->desc && ds->desc && ss->desc->shape == ds->desc->shape && nshape < 3)
+        if (ss->desc && ds->desc && nshape < 3 && sshape == ferry_schema_desc_shape(ds->desc))
             shape[nshape++] = ds;
     }
     const char *fix_keep = c->dir == FERRY_SCHEMA_FORWARD
@@ -1027,7 +1041,7 @@ static void report_missing(Ctx *c, const FerrySchemaSection *ss)
                 "section \"%s\" instance %u is instance %u in {D}", ss->name, ss->instance,
                 inst->instance);
     } else if (moved) {
-        bool same = ss->desc && moved->desc && ss->desc->shape == moved->desc->shape;
+        bool same = ss->desc && moved->desc && sshape == ferry_schema_desc_shape(moved->desc);
         finding(c, FERRY_SCHEMA_ERROR, "section-moved",
                 "the section name contains the device's place in the tree, so {D} does not find "
                 "it (\"Unknown savevm section\")",
