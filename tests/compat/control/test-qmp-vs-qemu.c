@@ -252,6 +252,25 @@ int main(void)
     SAME_N(q, f, "{\"execute\": \"cont\", \"id\": \"c\"}", 2);
     SAME_N(q, f, "{\"execute\": \"stop\", \"id\": \"s\"}", 2);
 
+    /* The client library against QEMU itself (what `ferry migrate --qmp` will do). */
+    json_t *ret = NULL, *ev = NULL;
+    FerryQmpError qerr;
+    CHECK(ferry_qmp_client_execute(q, "query-status", NULL, &ret, NULL, TIMEOUT, &err) == 0,
+          "query-status: %s", err.msg);
+    CHECK(!strcmp(json_string_value(json_object_get(ret, "status")) ?: "", "paused"),
+          "QEMU status after stop");
+    json_decref(ret);
+    CHECK(ferry_qmp_client_execute(q, "cont", NULL, NULL, NULL, TIMEOUT, &err) == 0, "cont: %s",
+          err.msg);
+    CHECK(ferry_qmp_client_wait_event(q, "RESUME", TIMEOUT, &ev, &err) == 0, "RESUME: %s", err.msg);
+    json_decref(ev);
+    json_t *args = json_pack("{s:s}", "id", "nonexistent");
+    CHECK(ferry_qmp_client_execute(q, "device_del", args, NULL, &qerr, TIMEOUT, &err) ==
+                  -EREMOTEIO &&
+              qerr.cls == FERRY_QMP_ERROR_DEVICE_NOT_FOUND,
+          "device_del of a missing device: %s", err.msg);
+    json_decref(args);
+
     ferry_qmp_client_close(q);
     ferry_qmp_client_close(f);
     ferry_qmp_server_destroy(the_server);
