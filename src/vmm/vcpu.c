@@ -187,9 +187,20 @@ static bool handle_exit(FerryVcpu *v)
                          run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
                              ? " (instruction emulation failed)"
                              : "");
-        for (uint32_t i = 0; i < run->internal.ndata && i < 4 && n < (int)sizeof(msg); i++)
-            n += snprintf(msg + n, sizeof(msg) - n, " data[%u]=0x%llx", i,
-                          (unsigned long long)run->internal.data[i]);
+        if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && run->internal.ndata >= 2 &&
+            (run->emulation_failure.flags &
+             KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+            /* The bytes at RIP the emulator choked on: names the guest instruction. */
+            unsigned len = run->emulation_failure.insn_size;
+            n += snprintf(msg + n, sizeof(msg) - n, " at instruction bytes");
+            for (unsigned i = 0; i < len && i < 15 && n < (int)sizeof(msg); i++)
+                n += snprintf(msg + n, sizeof(msg) - n, " %02x",
+                              run->emulation_failure.insn_bytes[i]);
+        } else {
+            for (uint32_t i = 0; i < run->internal.ndata && i < 4 && n < (int)sizeof(msg); i++)
+                n += snprintf(msg + n, sizeof(msg) - n, " data[%u]=0x%llx", i,
+                              (unsigned long long)run->internal.data[i]);
+        }
         break;
     }
     default:

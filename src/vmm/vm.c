@@ -309,25 +309,25 @@ int ferry_vm_ram_add(FerryVm *vm, uint64_t gpa, uint64_t size, uint32_t *slot, F
     return slot_add(vm, gpa, size, false, slot, err);
 }
 
-static VmSlot *find_slot(FerryVm *vm, uint32_t slot, FerryError *err)
+static int find_slot(FerryVm *vm, uint32_t slot, VmSlot **out, FerryError *err)
 {
-    if (slot >= vm->nslots || !vm->slots[slot].used) {
-        ferry_error_set(err, -ENOENT, "memslot %u: no such RAM block", slot);
-        return NULL;
-    }
-    return &vm->slots[slot];
+    if (slot >= vm->nslots || !vm->slots[slot].used)
+        return ferry_error_set(err, -ENOENT, "memslot %u: no such RAM block", slot);
+    *out = &vm->slots[slot];
+    return 0;
 }
 
 int ferry_vm_ram_remove(FerryVm *vm, uint32_t slot, FerryError *err)
 {
-    VmSlot *s = find_slot(vm, slot, err);
-    if (!s)
-        return err ? err->code : -ENOENT;
+    VmSlot *s = NULL;
+    int r = find_slot(vm, slot, &s, err);
+    if (r < 0)
+        return r;
     if (s->boot)
         return ferry_error_set(err, -EPERM, "memslot %u: boot RAM cannot be removed", slot);
     VmSlot gone = *s;
     gone.used = false;
-    int r = set_slot(vm, slot, &gone, false, err);
+    r = set_slot(vm, slot, &gone, false, err);
     if (r < 0)
         return r;
     munmap(s->host, s->size);
@@ -374,9 +374,10 @@ size_t ferry_vm_dirty_bitmap_size(uint64_t block_size)
 int ferry_vm_dirty_log_fetch(FerryVm *vm, uint32_t slot, uint64_t *bitmap, size_t bitmap_size,
                              FerryError *err)
 {
-    VmSlot *s = find_slot(vm, slot, err);
-    if (!s)
-        return err ? err->code : -ENOENT;
+    VmSlot *s = NULL;
+    int r = find_slot(vm, slot, &s, err);
+    if (r < 0)
+        return r;
     if (!vm->dirty_logging)
         return ferry_error_set(err, -EINVAL, "memslot %u: dirty logging is not active", slot);
     size_t need = ferry_vm_dirty_bitmap_size(s->size);
