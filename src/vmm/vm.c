@@ -53,6 +53,12 @@ static int open_kvm(const char *path, FerryError *err)
         return ferry_error_set(err, -e, "%s: cannot open: %s", path, strerror(e));
     }
     int version = ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (version < 0) {
+        int e = errno;
+        close(fd);
+        return ferry_error_set(err, -ENODEV, "%s: not a KVM device (KVM_GET_API_VERSION: %s)", path,
+                               strerror(e));
+    }
     if (version != KVM_API_VERSION) {
         close(fd);
         return ferry_error_set(err, -EPROTO, "%s: KVM API version %d, Ferry needs %d", path,
