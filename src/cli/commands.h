@@ -12,6 +12,7 @@ typedef struct FerryCommand {
 /* Each tool defines its command in its own file (src/tools/<tool>.c). */
 extern const FerryCommand ferry_cmd_version;
 extern const FerryCommand ferry_cmd_analyze;
+extern const FerryCommand ferry_cmd_run;
 extern const FerryCommand ferry_cmd_schema;
 
 #endif

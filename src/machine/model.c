@@ -1,0 +1,193 @@
+/* Model properties for the explorer: clone, equality and hash of a whole machine. Equality and
+ * hash work on one canonical byte encoding (fields one by one, no padding, no pointers). */
+#include "machine-int.h"
+#include "model-int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+void ferry_canon_init(FerryCanon *c)
+{
+    c->buf = c->small;
+    c->len = 0;
+    c->cap = sizeof(c->small);
+    c->oom = false;
+}
+
+void ferry_canon_fini(FerryCanon *c)
+{
+    if (c->buf != c->small)
+        free(c->buf);
+}
+
+void ferry_canon_put(FerryCanon *c, const void *p, size_t n)
+{
+    if (c->oom)
+        return;
+    if (c->len + n > c->cap) {
+        size_t cap = c->cap * 2;
+        while (cap < c->len + n)
+            cap *= 2;
+        uint8_t *nb = c->buf == c->small ? malloc(cap) : realloc(c->buf, cap);
+        if (!nb) {
+            c->oom = true;
+            return;
+        }
+        if (c->buf == c->small)
+            memcpy(nb, c->small, c->len);
+        c->buf = nb;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, p, n);
+    c->len += n;
+}
+
+void ferry_canon_u32(FerryCanon *c, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    ferry_canon_put(c, b, 4);
+}
+
+void ferry_canon_u64(FerryCanon *c, uint64_t v)
+{
+    ferry_canon_u32(c, (uint32_t)v);
+    ferry_canon_u32(c, (uint32_t)(v >> 32));
+}
+
+void ferry_canon_str(FerryCanon *c, const char *s)
+{
+    size_t n = strlen(s);
+    ferry_canon_u32(c, (uint32_t)n);
+    ferry_canon_put(c, s, n);
+}
+
+static void canon_device(FerryCanon *c, const FerryDevice *d)
+{
+    ferry_canon_str(c, d->type->model);
+    ferry_canon_str(c, d->id);
+    ferry_canon_str(c, d->parent);
+    for (int i = 0; d->type->params[i].name; i++)
+        ferry_canon_u64(c, d->params[i]);
+    switch (d->type->kind) {
+    case FERRY_CONN_CPU:
+        ferry_canon_u32(c, d->st.cpu.core_id);
+        ferry_canon_u32(c, d->st.cpu.pmu);
+        break;
+    case FERRY_CONN_MEM:
+        ferry_canon_u64(c, d->st.mem.base);
+        ferry_canon_u64(c, d->st.mem.size);
+        ferry_canon_u32(c, d->st.mem.node);
+        break;
+    case FERRY_CONN_SLOT:
+        ferry_canon_u32(c, d->st.card.slot);
+        ferry_canon_u32(c, d->st.card.status);
+        ferry_canon_u32(c, d->st.card.ext_status);
+        ferry_canon_u32(c, d->st.card.ext);
+        break;
+    }
+}
+
+static void canon_machine(FerryCanon *c, const FerryMachine *m)
+{
+    ferry_canon_str(c, m->type->name);
+    ferry_canon_u32(c, m->run);
+    ferry_canon_u32(c, m->migration_active);
+    for (int k = 1; k < 4; k++)
+        ferry_canon_u32(c, m->nslots[k]);
+    for (uint32_t i = 0; i < m->nconn; i++) {
+        const FerryConnector *cn = &m->conn[i];
+        ferry_canon_u32(c, cn->state);
+        ferry_canon_u32(c, cn->unplug_requested);
+        ferry_canon_u32(c, cn->cc_pos);
+        ferry_canon_u32(c, cn->dev != NULL);
+        if (cn->dev)
+            canon_device(c, cn->dev);
+    }
+    const FerryHotplugState *hp = &m->hp;
+    ferry_canon_u32(c, hp->ready);
+    ferry_canon_u32(c, hp->selector);
+    ferry_canon_u32(c, hp->arg);
+    ferry_canon_u32(c, hp->status);
+    for (int i = 0; i < 3; i++)
+        ferry_canon_u32(c, hp->result[i]);
+    ferry_canon_put(c, hp->window, sizeof(hp->window));
+    ferry_canon_u32(c, (uint32_t)hp->events.len);
+    FERRY_LIST_FOREACH(&hp->events, l)
+    {
+        const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+        ferry_canon_u32(c, e->action);
+        ferry_canon_u32(c, e->kind);
+        ferry_canon_u32(c, e->index);
+    }
+}
+
+FerryMachine *ferry_machine_clone(const FerryMachine *m)
+{
+    FerryMachine *n = malloc(sizeof(*n));
+    if (!n)
+        return NULL;
+    *n = *m;
+    n->irq = NULL;
+    n->irq_opaque = NULL;
+    n->deleted = NULL;
+    n->deleted_opaque = NULL;
+    ferry_list_init(&n->hp.events);
+    n->conn = malloc(m->nconn * sizeof(*n->conn));
+    if (!n->conn)
+        goto err_free_machine;
+    memcpy(n->conn, m->conn, m->nconn * sizeof(*n->conn));
+    for (uint32_t i = 0; i < m->nconn; i++)
+        n->conn[i].dev = NULL;
+    for (uint32_t i = 0; i < m->nconn; i++) {
+        if (!m->conn[i].dev)
+            continue;
+        n->conn[i].dev = malloc(sizeof(FerryDevice));
+        if (!n->conn[i].dev)
+            goto err_free_clone;
+        *n->conn[i].dev = *m->conn[i].dev;
+    }
+    FERRY_LIST_FOREACH(&m->hp.events, l)
+    {
+        const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+        FerryHotplugEvent *ne = malloc(sizeof(*ne));
+        if (!ne)
+            goto err_free_clone;
+        *ne = *e;
+        ferry_list_push_tail(&n->hp.events, &ne->link);
+    }
+    n->line = ferry_machine_irq_level(n);
+    return n;
+
+err_free_clone:
+    ferry_machine_free(n);
+    return NULL;
+err_free_machine:
+    free(n);
+    return NULL;
+}
+
+bool ferry_machine_equal(const FerryMachine *a, const FerryMachine *b)
+{
+    if (a == b)
+        return true;
+    FerryCanon ca, cb;
+    ferry_canon_init(&ca);
+    ferry_canon_init(&cb);
+    canon_machine(&ca, a);
+    canon_machine(&cb, b);
+    bool eq = !ca.oom && !cb.oom && ca.len == cb.len && !memcmp(ca.buf, cb.buf, ca.len);
+    ferry_canon_fini(&ca);
+    ferry_canon_fini(&cb);
+    return eq;
+}
+
+uint64_t ferry_machine_hash(const FerryMachine *m)
+{
+    FerryCanon c;
+    ferry_canon_init(&c);
+    canon_machine(&c, m);
+    uint64_t h = XXH3_64bits(c.buf, c.len);
+    ferry_canon_fini(&c);
+    return h;
+}

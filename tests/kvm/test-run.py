@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""ferry run end to end: boot sector output on a --serial file until SIGTERM, the long-mode
+firmware powering off by itself, and clear errors (exit 2 for bad options, 1 for failures).
+usage: test-run.py FERRY GUEST_DIR HELLO64_BIN"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ferry, guest_dir, hello64 = sys.argv[1:4]
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def run(*args, timeout=30):
+    p = subprocess.run([ferry, "run", *args], capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+# Option errors: usage status 2 and a message naming the option.
+for args, needle in [
+    (["--memory", "12Q", "--boot-sector", "x"], "--memory '12Q': unknown suffix"),
+    (["--memory", "0", "--boot-sector", "x"], "--memory '0'"),
+    (["--smp", "4,maxcpus=2", "--boot-sector", "x"], "4 vCPUs exceed maxcpus=2"),
+    (["--smp", "two", "--boot-sector", "x"], "--smp: vCPU count 'two'"),
+    (["--bogus"], "unknown option '--bogus'"),
+    ([], "exactly one of --boot-sector and --firmware"),
+    (["--boot-sector", "a", "--firmware", "b"], "exactly one of"),
+    (["--memory"], "--memory needs a value"),
+]:
+    rc, out, err = run(*args)
+    check(rc == 2, f"{args}: exit {rc}, want 2")
+    check(needle in err, f"{args}: stderr {err!r} lacks {needle!r}")
+
+rc, out, err = run("--help")
+check(rc == 0 and "--boot-sector FILE" in out, "--help lists the options")
+
+# Too much memory: refused before anything is mapped.
+rc, out, err = run("--memory", "100000G", "--boot-sector", "x")
+check(rc == 1 and "more than the host's" in err, f"too much memory: {rc} {err!r}")
+
+if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    print("\n*** SKIPPED kvm-run: /dev/kvm is not usable; the KVM part did NOT run ***\n",
+          file=sys.stderr)
+    print("SKIPPED: /dev/kvm not usable")
+    sys.exit(1 if failures else 77)
+
+rc, out, err = run("--boot-sector", "/nonexistent/boot.img")
+check(rc == 1 and "/nonexistent/boot.img: cannot open" in err, f"missing file: {err!r}")
+
+with tempfile.TemporaryDirectory() as d:
+    serial = os.path.join(d, "serial.log")
+    p = subprocess.Popen([ferry, "run", "--memory", "128M", "--smp", "2,maxcpus=4",
+                          "--serial", serial, "--boot-sector",
+                          os.path.join(guest_dir, "dirty.img")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    text = ""
+    end = time.monotonic() + 20
+    while time.monotonic() < end and p.poll() is None:
+        text = open(serial).read() if os.path.exists(serial) else ""
+        if text.count("B") >= 2:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=20)
+    check(text.startswith("AB"), f"serial file shows A then B: {text[:20]!r}")
+    check(p.returncode == 0, f"SIGTERM: exit {p.returncode}, stderr {err!r}")
+    check("terminating on signal TERM" in err, f"SIGTERM message: {err!r}")
+
+rc, out, err = run("--memory", "16M", "--firmware", hello64)
+check(rc == 0, f"firmware: exit {rc} {err!r}")
+check("ferry-fw: long mode ok" in out, f"firmware prints its line on stdio: {out!r}")
+check("guest powered off" in err, f"firmware power-off message: {err!r}")
+
+print(f"{len(failures)} failure(s)")
+sys.exit(1 if failures else 0)
