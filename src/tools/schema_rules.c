@@ -449,7 +449,7 @@ static void compare_field(Ctx *c, const FerrySchemaField *s, const FerrySchemaFi
                 s->desc ? "{S} sends a nested description \"%s\", {D} reads a plain %llu-byte "
                           "field (missing description)"
                         : "{S} sends a plain field, {D} expects nested description \"%s\" "
-                          "(%llu bytes)",
+                          "(size %llu)",
                 s->desc ? s->desc->name : d->desc->name,
                 (unsigned long long)(s->desc ? d->size : d->size));
         return;
@@ -459,7 +459,7 @@ static void compare_field(Ctx *c, const FerrySchemaField *s, const FerrySchemaFi
             finding(c, FERRY_SCHEMA_ERROR, "field-size",
                     "{D} reads a different number of bytes: every later field is misread",
                     "keep the width; put wider state in a new versioned field or a subsection",
-                    "size mismatch: %llu bytes in {S}, %llu in {D}", (unsigned long long)s->size,
+                    "size mismatch: %llu in {S}, %llu in {D}", (unsigned long long)s->size,
                     (unsigned long long)d->size);
         compare_array(c, s, d);
         return;
@@ -603,14 +603,14 @@ static void report_trailing(Ctx *c, const FerrySchemaField *df, const Cursor *sc
                 "{S} never sends it; only safe if {D}'s field_exists predicate is false for "
                 "every stream {S} writes",
                 "gate it on the stream version, or move it into a subsection with needed()",
-                "{D} reads %s (%llu bytes, behind a predicate) after the last field {S} sends",
+                "{D} reads %s (size %llu, behind a predicate) after the last field {S} sends",
                 df->name, (unsigned long long)df->size);
     else
         finding(c, FERRY_SCHEMA_ERROR, "field-appended",
                 "{S} never sends it: {D} reads the next bytes of the stream as this field "
                 "(\"Missing section footer\")",
                 fix_dst_only(c),
-                "{D} reads %s (%llu bytes) after the last field {S} sends", df->name,
+                "{D} reads %s (size %llu) after the last field {S} sends", df->name,
                 (unsigned long long)df->size);
     path_pop(c, mark);
 }
@@ -631,7 +631,7 @@ static void report_removed(Ctx *c, const FerrySchemaField *sf, const Cursor *dcu
                 "{D} does not read its bytes: every later field is misread (\"Missing section "
                 "footer\")",
                 fix_src_only(c),
-                "{S} sends %s (%llu bytes), %s", sf->name, (unsigned long long)sf->size, detail);
+                "{S} sends %s (size %llu), %s", sf->name, (unsigned long long)sf->size, detail);
     path_pop(c, mark);
 }
 
@@ -703,13 +703,13 @@ static void walk_fields(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc 
                 if (is_unused(c, df) && !is_unused(c, sf))
                     finding(c, FERRY_SCHEMA_INFO, "field-unused",
                             "{D} skips the bytes: the wire is unchanged, the state is dropped",
-                            NULL, "%s (%llu bytes) is an unused placeholder in {D}", sf->name,
+                            NULL, "%s (size %llu) is an unused placeholder in {D}", sf->name,
                             (unsigned long long)sf->size);
                 else if (is_unused(c, sf) && !is_unused(c, df))
                     finding(c, FERRY_SCHEMA_WARNING, "field-unused-filled",
                             "{S} sends zeros there: {D} loads them as state",
                             "gate the new field by version (since) or send it in a subsection",
-                            "{D} reads %s from bytes {S} sends as unused padding (%llu bytes)",
+                            "{D} reads %s from bytes {S} sends as unused padding (size %llu)",
                             df->name, (unsigned long long)df->size);
                 path_pop(c, mark);
                 continue;
@@ -730,13 +730,13 @@ static void walk_fields(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc 
                 if (d_unused)
                     finding(c, FERRY_SCHEMA_INFO, "field-unused",
                             "{D} skips the bytes: the wire is unchanged, the state is dropped",
-                            NULL, "an unused placeholder of %llu bytes in {D} covers {S}'s %s",
+                            NULL, "an unused placeholder of size %llu in {D} covers {S}'s %s",
                             (unsigned long long)ph->size, names);
                 else
                     finding(c, FERRY_SCHEMA_WARNING, "field-unused-filled",
                             "{S} sends zeros there: {D} loads them as state",
                             "gate the new fields by version (since) or send them in a subsection",
-                            "{D} reads %s from %llu bytes {S} sends as unused padding", names,
+                            "{D} reads %s from the %llu bytes {S} sends as unused padding", names,
                             (unsigned long long)ph->size);
                 path_pop(c, mark);
                 continue;
@@ -770,7 +770,7 @@ static void walk_fields(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc 
                         "different bytes at the same place: every later field is misread",
                         "keep the old field (or a placeholder of its size) and add the new one "
                         "versioned or in a subsection",
-                        "{S} sends %s (%llu bytes) where {D} reads %s (%llu bytes)", sf->name,
+                        "{S} sends %s (size %llu) where {D} reads %s (size %llu)", sf->name,
                         (unsigned long long)sf->size, df->name, (unsigned long long)df->size);
             }
             path_pop(c, mark);
@@ -800,7 +800,7 @@ static void walk_fields(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc 
                         "{D} reads bytes {S} never sent: every later field is misread "
                         "(\"Missing section footer\")",
                         fix_dst_only(c),
-                        "{D} reads %s (%llu bytes) before %s; {S} does not send it (expected "
+                        "{D} reads %s (size %llu) before %s; {S} does not send it (expected "
                         "\"%s\", got \"%s\")",
                         df->name, (unsigned long long)df->size, sf->name, sf->name, df->name);
             path_pop(c, mark);
