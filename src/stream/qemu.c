@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include "qemu-json-int.h"
 
 #define BUF_CAP (256u << 10) /* fd read buffer; also the largest zero-copy take */
 #define PEEK_MAX 300u        /* lookahead used by footer resync (a full section header) */
@@ -75,8 +76,14 @@ struct FerryQemuReader {
     unsigned flags;
 
     /* vmdesc */
-    json_t *vmdesc;
-    json_t *dev_index; /* "%08x:%s" instance:idstr -> device object (borrowed from vmdesc) */
+    QjDoc vj;     /* parsed vmdesc */
+    struct Dev {  /* devices[] sorted by (instance_id, name) for lookup */
+        uint32_t instance;
+        const char *name;
+        uint32_t node;
+        uint32_t order;
+    } *devs;
+    size_t n_devs;
 
     /* configuration */
     char *machine;
@@ -419,15 +426,43 @@ static int locate_trailer(FerryQemuReader *r, uint64_t *k_out, uint32_t *len_out
     return -ENOENT;
 }
 
-static json_int_t jint(json_t *o, const char *key, json_int_t dflt)
+static int64_t jint(const FerryQemuReader *r, uint32_t o, const char *key, int64_t dflt)
 {
-    json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? json_integer_value(v) : dflt;
+    uint32_t v = qj_get(&r->vj, o, key);
+    return v != QJ_NONE && r->vj.n[v].type == QJ_INT ? r->vj.n[v].num : dflt;
 }
 
-static void dev_key(char *out, size_t n, const char *idstr, uint32_t instance)
+static bool jarr(const FerryQemuReader *r, uint32_t v)
 {
-    snprintf(out, n, "%08" PRIx32 ":%s", instance, idstr);
+    return v != QJ_NONE && r->vj.n[v].type == QJ_ARR;
+}
+
+static int dev_cmp(const void *a, const void *b)
+{
+    const struct Dev *x = a, *y = b;
+    if (x->instance != y->instance)
+        return x->instance < y->instance ? -1 : 1;
+    int c = strcmp(x->name, y->name);
+    if (c)
+        return c;
+    return x->order < y->order ? -1 : x->order > y->order; /* equal keys: vmdesc order */
+}
+
+static uint32_t find_dev(const FerryQemuReader *r, const char *name, uint32_t instance)
+{
+    size_t lo = 0, hi = r->n_devs;
+    while (lo < hi) { /* last entry with this key: a repeated device, like a dict, keeps the last */
+        size_t mid = lo + (hi - lo) / 2;
+        const struct Dev *d = &r->devs[mid];
+        int c = d->instance != instance ? (d->instance < instance ? -1 : 1) : strcmp(d->name, name);
+        if (c <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo && r->devs[lo - 1].instance == instance && !strcmp(r->devs[lo - 1].name, name))
+        return r->devs[lo - 1].node;
+    return QJ_NONE;
 }
 
 static int load_vmdesc(FerryQemuReader *r, uint64_t k, uint32_t len)
@@ -442,42 +477,44 @@ static int load_vmdesc(FerryQemuReader *r, uint64_t k, uint32_t len)
         free(text);
         return fail(r, k, -EIO, "reading vmdesc trailer: read failed");
     }
-    json_error_t je;
-    r->vmdesc = json_loadb(text, len, 0, &je);
+    size_t pos;
+    const char *msg;
+    int rc = qj_parse(&r->vj, text, len, &pos, &msg);
     free(text);
-    if (!r->vmdesc)
-        return fail(r, k + 5 + (uint64_t)(je.position > 0 ? je.position : 0), -EINVAL,
-                    "reading vmdesc JSON: %s", je.text);
-    json_t *ps = json_object_get(r->vmdesc, "page_size");
-    json_t *devs = json_object_get(r->vmdesc, "devices");
-    if (!json_is_integer(ps) || !json_is_array(devs))
+    if (rc < 0)
+        return fail(r, k + 5 + pos, rc, "reading vmdesc JSON: %s", msg);
+    uint32_t ps = qj_get(&r->vj, 0, "page_size");
+    uint32_t devs = qj_get(&r->vj, 0, "devices");
+    if (ps == QJ_NONE || r->vj.n[ps].type != QJ_INT || !jarr(r, devs))
         return fail(r, k + 5, -EINVAL, "reading vmdesc JSON: no integer \"page_size\" and array "
                                        "\"devices\"");
-    json_int_t pgs = json_integer_value(ps);
-    if (pgs < 512 || pgs > (json_int_t)FERRY_QEMU_MAX_PAGE_SIZE || (pgs & (pgs - 1)))
-        return fail(r, k + 5, -EINVAL, "reading vmdesc JSON: page_size %" JSON_INTEGER_FORMAT
-                                       " is not a power of two in [512, 1 MiB]", pgs);
+    int64_t pgs = r->vj.n[ps].num;
+    if (pgs < 512 || pgs > (int64_t)FERRY_QEMU_MAX_PAGE_SIZE || (pgs & (pgs - 1)))
+        return fail(r, k + 5, -EINVAL,
+                    "reading vmdesc JSON: page_size %" PRId64 " is not a power of two in [512, 1 MiB]",
+                    pgs);
     r->info.page_size = (uint32_t)pgs;
     r->info.page_size_from_vmdesc = true;
-    r->dev_index = json_object();
-    size_t i;
-    json_t *dev;
-    json_array_foreach(devs, i, dev) {
-        const char *name = json_string_value(json_object_get(dev, "name"));
-        json_t *inst = json_object_get(dev, "instance_id");
-        if (!name || !json_is_integer(inst) || !json_is_array(json_object_get(dev, "fields")))
+    r->devs = calloc(r->vj.n[devs].count ? r->vj.n[devs].count : 1, sizeof(*r->devs));
+    if (!r->devs)
+        return fail(r, k, -ENOMEM, "reading vmdesc trailer: out of memory");
+    size_t i = 0;
+    for (uint32_t dev = r->vj.n[devs].first; dev != QJ_NONE; dev = r->vj.n[dev].next, i++) {
+        const char *name = qj_str(&r->vj, qj_get(&r->vj, dev, "name"));
+        uint32_t inst = qj_get(&r->vj, dev, "instance_id");
+        if (!name || inst == QJ_NONE || r->vj.n[inst].type != QJ_INT ||
+            !jarr(r, qj_get(&r->vj, dev, "fields")))
             return fail(r, k + 5, -EINVAL,
                         "reading vmdesc JSON: device %zu lacks \"name\", \"instance_id\" or "
                         "\"fields\"", i);
-        char key[300];
         /* QEMU writes the id as an unsigned number; older writers as signed: both mean u32. */
-        dev_key(key, sizeof(key), name, (uint32_t)json_integer_value(inst));
-        json_object_set(r->dev_index, key, dev); /* a repeated key: the last wins, as in Python */
+        r->devs[r->n_devs++] = (struct Dev){(uint32_t)r->vj.n[inst].num, name, dev, (uint32_t)i};
     }
+    qsort(r->devs, r->n_devs, sizeof(*r->devs), dev_cmp);
     r->info.has_vmdesc = true;
     r->info.vmdesc_offset = k;
     r->info.vmdesc_len = len;
-    r->info.vmdesc_devices = json_array_size(devs);
+    r->info.vmdesc_devices = r->n_devs;
     return 0;
 }
 
@@ -899,17 +936,17 @@ static int htab_payload(FerryQemuReader *r)
 
 /* ---- devices (vmdesc) ------------------------------------------------------------------ */
 
-static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at);
+static int decode_struct(FerryQemuReader *r, uint32_t desc, uint64_t at);
 
-static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const char *type,
+static int decode_element(FerryQemuReader *r, uint32_t f, const char *name, const char *type,
                           uint64_t size, int64_t index)
 {
     size_t saved = path_push(r, name, index);
     uint64_t start = r->off;
     int rc;
     if (!strcmp(type, "struct")) {
-        json_t *sd = json_object_get(f, "struct");
-        if (!json_is_object(sd))
+        uint32_t sd = qj_get(&r->vj, f, "struct");
+        if (sd == QJ_NONE || r->vj.n[sd].type != QJ_OBJ)
             return fail(r, start, -EINVAL, "reading field '%s': vmdesc struct without \"struct\"",
                         path_str(r));
         FerryQemuNode n = {FERRY_QEMU_NODE_STRUCT, name, index, 0, start};
@@ -936,52 +973,51 @@ static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const
     return 0;
 }
 
-static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
+static int decode_struct(FerryQemuReader *r, uint32_t desc, uint64_t at)
 {
     int rc;
     if (++r->depth > MAX_DEPTH)
         return fail(r, at, -EINVAL, "reading '%s': vmdesc nesting deeper than %d", path_str(r),
                     MAX_DEPTH);
-    json_t *fields = json_object_get(desc, "fields");
-    if (!json_is_array(fields))
+    uint32_t fields = qj_get(&r->vj, desc, "fields");
+    if (!jarr(r, fields))
         return fail(r, at, -EINVAL, "reading '%s': vmdesc entry without a \"fields\" array",
                     path_str(r));
-    size_t i;
-    json_t *f;
-    json_array_foreach(fields, i, f) {
-        const char *name = json_string_value(json_object_get(f, "name"));
-        const char *type = json_string_value(json_object_get(f, "type"));
-        json_int_t size = jint(f, "size", -1);
+    size_t i = 0;
+    for (uint32_t f = r->vj.n[fields].first; f != QJ_NONE; f = r->vj.n[f].next, i++) {
+        const char *name = qj_str(&r->vj, qj_get(&r->vj, f, "name"));
+        const char *type = qj_str(&r->vj, qj_get(&r->vj, f, "type"));
+        int64_t size = jint(r, f, "size", -1);
         if (!name || size < 0)
             return fail(r, r->off, -EINVAL,
                         "reading '%s': vmdesc field %zu lacks \"name\" or a \"size\" >= 0",
                         path_str(r), i);
         if (!type)
             type = "unknown"; /* like the script: read as opaque bytes */
-        json_t *al = json_object_get(f, "array_len");
-        if (al) {
-            json_int_t n = json_is_integer(al) ? json_integer_value(al) : -1;
+        uint32_t al = qj_get(&r->vj, f, "array_len");
+        if (al != QJ_NONE) {
+            int64_t n = r->vj.n[al].type == QJ_INT ? r->vj.n[al].num : -1;
             uint64_t left = r->limit - r->off;
             if (n < 0 || (size > 0 && (uint64_t)n > left / (uint64_t)size) ||
                 (size == 0 && n > 65536))
                 return fail(r, r->off, -EINVAL,
-                            "reading field '%s%s%s': vmdesc array_len %" JSON_INTEGER_FORMAT
-                            " × %" JSON_INTEGER_FORMAT " bytes does not fit the stream",
+                            "reading field '%s%s%s': vmdesc array_len %" PRId64 " × %" PRId64
+                            " bytes does not fit the stream",
                             path_str(r), r->path_len ? "." : "", name, n, size);
-            for (json_int_t k = 0; k < n; k++)
+            for (int64_t k = 0; k < n; k++)
                 if ((rc = decode_element(r, f, name, type, (uint64_t)size, k)) < 0)
                     return rc;
         } else {
-            json_int_t index = jint(f, "index", -1);
+            int64_t index = jint(r, f, "index", -1);
             if ((rc = decode_element(r, f, name, type, (uint64_t)size, index < 0 ? -1 : index)) < 0)
                 return rc;
         }
     }
-    json_t *subs = json_object_get(desc, "subsections");
-    json_t *s;
-    json_array_foreach(subs, i, s) {
+    uint32_t subs = qj_get(&r->vj, desc, "subsections");
+    for (uint32_t s = jarr(r, subs) ? r->vj.n[subs].first : QJ_NONE; s != QJ_NONE;
+         s = r->vj.n[s].next) {
         uint64_t sat = r->off;
-        const char *want = json_string_value(json_object_get(s, "vmsd_name"));
+        const char *want = qj_str(&r->vj, qj_get(&r->vj, s, "vmsd_name"));
         char what[PATH_MAX_LEN + 64];
         snprintf(what, sizeof(what), "subsection '%s'", want ? want : "?");
         uint8_t mark;
@@ -995,10 +1031,10 @@ static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
             return rc;
         if (want && strcmp(want, name))
             return fail(r, sat, -EINVAL, "reading %s: the stream has '%s'", what, name);
-        json_int_t dv = jint(s, "version", -1);
+        int64_t dv = jint(r, s, "version", -1);
         if (dv >= 0 && (uint64_t)dv != version)
             return fail(r, sat, -EINVAL,
-                        "reading %s: version %" PRIu32 " but the vmdesc says %" JSON_INTEGER_FORMAT,
+                        "reading %s: version %" PRIu32 " but the vmdesc says %" PRId64,
                         what, version, dv);
         FerryQemuNode n = {FERRY_QEMU_NODE_SUBSECTION, name, -1, version, sat};
         if (r->v->node_begin && (rc = r->v->node_begin(r->ctx, &n, r->err)) < 0)
@@ -1136,7 +1172,7 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
     uint32_t id;
     FerryQemuSection s = {.type = type, .offset = at};
     char idstr[256];
-    json_t *dev = NULL;
+    uint32_t dev = QJ_NONE;
     if ((rc = rd_be32(r, &id, "section id")) < 0)
         return rc;
     s.section_id = id;
@@ -1160,20 +1196,18 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
                             "reading section header: spapr/htab version %" PRIu32 ", only 1 exists",
                             s.version_id);
             s.kind = FERRY_QEMU_KIND_HTAB;
-        } else if (type == FERRY_QEMU_FULL && r->dev_index) {
-            char key[300];
-            dev_key(key, sizeof(key), idstr, s.instance_id);
-            dev = json_object_get(r->dev_index, key);
-            s.kind = dev ? FERRY_QEMU_KIND_DEVICE : FERRY_QEMU_KIND_UNDECODED;
+        } else if (type == FERRY_QEMU_FULL && r->n_devs) {
+            dev = find_dev(r, idstr, s.instance_id);
+            s.kind = dev != QJ_NONE ? FERRY_QEMU_KIND_DEVICE : FERRY_QEMU_KIND_UNDECODED;
         } else {
             s.kind = FERRY_QEMU_KIND_UNDECODED;
         }
-        if (dev) {
-            json_int_t dv = jint(dev, "version", -1);
+        if (dev != QJ_NONE) {
+            int64_t dv = jint(r, dev, "version", -1);
             if (dv >= 0 && (uint64_t)dv != s.version_id)
                 return fail(r, at, -EINVAL,
                             "reading section header: version %" PRIu32
-                            " but the vmdesc says %" JSON_INTEGER_FORMAT, s.version_id, dv);
+                            " but the vmdesc says %" PRId64, s.version_id, dv);
         }
         if (type == FERRY_QEMU_START) {
             Iter *it = find_iter(r, id);
@@ -1408,8 +1442,8 @@ void ferry_qemu_reader_destroy(FerryQemuReader *r)
 {
     if (!r)
         return;
-    json_decref(r->dev_index);
-    json_decref(r->vmdesc);
+    qj_free(&r->vj);
+    free(r->devs);
     free(r->machine);
     for (size_t i = 0; i < r->n_caps; i++)
         free(r->caps[i]);
@@ -1458,13 +1492,16 @@ static int trailer(FerryQemuReader *r)
         const uint8_t *text;
         if ((rc = in_take_big(r, len, &text, "vmdesc trailer JSON")) < 0)
             return rc;
-        json_error_t je;
-        json_t *j = json_loadb((const char *)text, len, 0, &je);
-        if (!j)
-            return fail(r, at + 5 + (uint64_t)(je.position > 0 ? je.position : 0), -EINVAL,
-                        "reading vmdesc JSON: %s", je.text);
-        r->info.vmdesc_devices = json_array_size(json_object_get(j, "devices"));
-        json_decref(j);
+        size_t pos;
+        const char *msg;
+        QjDoc j = {0};
+        if ((rc = qj_parse(&j, (const char *)text, len, &pos, &msg)) < 0) {
+            qj_free(&j);
+            return fail(r, at + 5 + pos, rc, "reading vmdesc JSON: %s", msg);
+        }
+        uint32_t devs = qj_get(&j, 0, "devices");
+        r->info.vmdesc_devices = devs != QJ_NONE && j.n[devs].type == QJ_ARR ? j.n[devs].count : 0;
+        qj_free(&j);
         r->info.vmdesc_offset = at;
         r->info.vmdesc_len = len;
     }
