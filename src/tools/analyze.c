@@ -41,6 +41,7 @@ typedef struct Analyze {
     const char *section; /* --section filter */
     const char *extract; /* --extract-ram DIR */
     FILE *out;
+    struct Out *jo; /* JSON output */
 
     /* JSON, streamed: one Level per open object (no tree is built) */
     struct Level {
@@ -75,20 +76,58 @@ typedef struct Analyze {
 
 /* ---- Python-compatible JSON output (json.JSONEncoder(indent=4, separators=(',', ': '))) ----- */
 
-static void py_str(FILE *out, const char *s)
+/* JSON output buffer: memcpy into 64 KiB, then one fwrite (stdio per call costs more here). */
+typedef struct Out {
+    FILE *f;
+    size_t n;
+    char buf[1 << 16];
+} Out;
+
+static void out_flush(Out *o)
+{
+    fwrite(o->buf, 1, o->n, o->f);
+    o->n = 0;
+}
+
+static inline void out_put(Out *o, const char *s, size_t n)
+{
+    if (n > sizeof(o->buf) - o->n) {
+        out_flush(o);
+        if (n > sizeof(o->buf)) {
+            fwrite(s, 1, n, o->f);
+            return;
+        }
+    }
+    memcpy(o->buf + o->n, s, n);
+    o->n += n;
+}
+
+static inline void out_c(Out *o, char c)
+{
+    if (o->n == sizeof(o->buf))
+        out_flush(o);
+    o->buf[o->n++] = c;
+}
+
+static void out_s(Out *o, const char *s)
+{
+    out_put(o, s, strlen(s));
+}
+
+static void py_str(Out *out, const char *s)
 {
     /* Fast path: printable ASCII without quotes or backslashes is written as is. */
     size_t plain = 0;
     while (s[plain] >= 0x20 && s[plain] <= 0x7e && s[plain] != '"' && s[plain] != '\\')
         plain++;
     if (!s[plain]) {
-        putc_unlocked('"', out);
-        fwrite_unlocked(s, 1, plain, out);
-        putc_unlocked('"', out);
+        out_c(out, '"');
+        out_put(out, s, plain);
+        out_c(out, '"');
         return;
     }
     const unsigned char *p = (const unsigned char *)s;
-    fputc('"', out);
+    out_c(out, '"');
     while (*p) {
         uint32_t cp = *p;
         size_t n = 1;
@@ -106,32 +145,36 @@ static void py_str(FILE *out, const char *s)
         }
         p += n;
         switch (cp) {
-        case '"': fputs("\\\"", out); break;
-        case '\\': fputs("\\\\", out); break;
-        case '\n': fputs("\\n", out); break;
-        case '\r': fputs("\\r", out); break;
-        case '\t': fputs("\\t", out); break;
-        case '\b': fputs("\\b", out); break;
-        case '\f': fputs("\\f", out); break;
+        case '"': out_s(out, "\\\""); break;
+        case '\\': out_s(out, "\\\\"); break;
+        case '\n': out_s(out, "\\n"); break;
+        case '\r': out_s(out, "\\r"); break;
+        case '\t': out_s(out, "\\t"); break;
+        case '\b': out_s(out, "\\b"); break;
+        case '\f': out_s(out, "\\f"); break;
         default:
             if (cp >= 0x20 && cp <= 0x7e)
-                fputc((int)cp, out);
-            else if (cp > 0xffff)
-                fprintf(out, "\\u%04x\\u%04x", 0xd800 + ((cp - 0x10000) >> 10),
-                        0xdc00 + ((cp - 0x10000) & 0x3ff));
-            else
-                fprintf(out, "\\u%04x", cp);
+                out_c(out, (char)cp);
+            else {
+                char u[16];
+                if (cp > 0xffff)
+                    snprintf(u, sizeof(u), "\\u%04x\\u%04x", 0xd800 + ((cp - 0x10000) >> 10),
+                             0xdc00 + ((cp - 0x10000) & 0x3ff));
+                else
+                    snprintf(u, sizeof(u), "\\u%04x", cp);
+                out_s(out, u);
+            }
         }
     }
-    fputc('"', out);
+    out_c(out, '"');
 }
 
-static void indent(FILE *out, int n)
+static void indent(Out *out, int n)
 {
     static const char spaces[] = "                                                                ";
     while (n > 0) {
         int k = n < (int)sizeof(spaces) - 1 ? n : (int)sizeof(spaces) - 1;
-        fwrite_unlocked(spaces, 1, (size_t)k, out);
+        out_put(out, spaces, (size_t)k);
         n -= k;
     }
 }
@@ -143,9 +186,9 @@ static void close_list(Analyze *a)
 {
     struct Level *L = &a->lv[a->depth];
     if (L->list_open) {
-        fputc_unlocked('\n', a->out);
-        indent(a->out, L->ind + 4);
-        fputc_unlocked(']', a->out);
+        out_c(a->jo, '\n');
+        indent(a->jo, L->ind + 4);
+        out_c(a->jo, ']');
         L->list_open = false;
     }
 }
@@ -154,10 +197,10 @@ static void open_entry(Analyze *a, const char *key)
 {
     struct Level *L = &a->lv[a->depth];
     close_list(a);
-    fputs_unlocked(L->count++ ? ",\n" : "{\n", a->out);
-    indent(a->out, L->ind + 4);
-    py_str(a->out, key);
-    fputs_unlocked(": ", a->out);
+    out_s(a->jo, L->count++ ? ",\n" : "{\n");
+    indent(a->jo, L->ind + 4);
+    py_str(a->jo, key);
+    out_put(a->jo, ": ", 2);
 }
 
 /* Start a list element under `name`; returns the element's indentation. */
@@ -165,14 +208,14 @@ static int list_elem(Analyze *a, const char *name)
 {
     struct Level *L = &a->lv[a->depth];
     if (L->list_open && !strcmp(L->list, name)) {
-        fputs_unlocked(",\n", a->out);
+        out_put(a->jo, ",\n", 2);
     } else {
         open_entry(a, name);
-        fputs_unlocked("[\n", a->out);
+        out_put(a->jo, "[\n", 2);
         L->list_open = true;
         snprintf(L->list, sizeof(L->list), "%s", name);
     }
-    indent(a->out, L->ind + 8);
+    indent(a->jo, L->ind + 8);
     return L->ind + 8;
 }
 
@@ -192,11 +235,11 @@ static void close_object(Analyze *a)
     close_list(a);
     struct Level *L = &a->lv[a->depth];
     if (L->count) {
-        fputc_unlocked('\n', a->out);
-        indent(a->out, L->ind);
-        fputc_unlocked('}', a->out);
+        out_c(a->jo, '\n');
+        indent(a->jo, L->ind);
+        out_c(a->jo, '}');
     } else {
-        fputs_unlocked("{}", a->out);
+        out_put(a->jo, "{}", 2);
     }
     a->depth--;
 }
@@ -205,7 +248,7 @@ static void close_object(Analyze *a)
 static void put_str(Analyze *a, const char *key, const char *value)
 {
     open_entry(a, key);
-    py_str(a->out, value);
+    py_str(a->jo, value);
 }
 
 /* Value spelling of the script's VMSDField* classes, chosen by vmdesc type. */
@@ -439,7 +482,7 @@ static int on_section_begin(void *ctx, const FerryQemuSection *s, FerryError *er
             snprintf(key, sizeof(key), "%s (%" PRIu32 ")", s->idstr, s->section_id);
             open_entry(a, key);
             if (s->kind == FERRY_QEMU_KIND_HTAB) {
-                fputs_unlocked("\"\"", a->out); /* the script's HTABSection.getDict() */
+                out_put(a->jo, "\"\"", 2); /* the script's HTABSection.getDict() */
             } else {
                 int rc = push_object(a, 4, err);
                 if (rc == 0 && s->kind == FERRY_QEMU_KIND_RAM) {
@@ -574,9 +617,9 @@ static int on_field(void *ctx, const FerryQemuField *f, FerryError *err)
     else
         open_entry(a, f->name);
     if (kind == 0)
-        py_str(a->out, a->vbuf);
+        py_str(a->jo, a->vbuf);
     else
-        fputs_unlocked(kind == 1 ? "true" : "false", a->out);
+        out_s(a->jo, kind == 1 ? "true" : "false");
     return 0;
 }
 
@@ -745,7 +788,8 @@ static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
         while (a->depth > 0)
             close_object(a);
         close_object(a);
-        fputc('\n', a->out);
+        out_c(a->jo, '\n');
+        out_flush(a->jo);
     }
     if (rc == 0 && a->summary)
         print_summary(a, ferry_qemu_reader_info(r));
@@ -802,8 +846,9 @@ static int run_analyze(int argc, char **argv)
     }
     uint8_t magic[8];
     ssize_t n = pread(fd, magic, sizeof(magic), 0);
-    static char obuf[1 << 20];
-    setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
+    static Out jo;
+    jo.f = stdout;
+    a.jo = &jo;
     int status;
     if (n >= 4 && ferry_qemu_probe(magic, (size_t)n))
         status = analyze_qemu(&a, name, fd, flags);
