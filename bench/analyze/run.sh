@@ -65,34 +65,38 @@ PY
 }
 [ -f "$SCRIPT" ] || fetch_script
 
-# One python3 process times both tools per stream. Each run goes through /usr/bin/time -f %M for
-# the peak RSS of the exec'd program itself (a child forked from python would carry python's
-# pages in ru_maxrss); os.wait4 on it gives wall and user+sys CPU with microsecond resolution
-# (time's own %e/%U are 10 ms granular, too coarse for ferry). Best of N for times, max for RSS.
+# One python3 process times both tools per stream: os.wait4 gives wall and user+sys CPU with
+# microsecond resolution (/usr/bin/time's %e/%U are 10 ms granular, too coarse for ferry); the
+# peak RSS comes from one extra run under /usr/bin/time -f %M.
 echo "ferry analyze vs QEMU analyze-migration.py (Debian qemu $(cat "$CACHE/version" 2>/dev/null))"
 python3 - "$FERRY" "$SCRIPT" "$CORPUS"/qemu/*.bin <<'PY'
-import filecmp, os, subprocess, sys, tempfile, time
+import filecmp, os, sys, tempfile, time
 
 ferry, script, streams = sys.argv[1], sys.argv[2], sys.argv[3:]
 tmp = tempfile.mkdtemp()
 
 
+def spawn(argv, out):
+    """Run argv with stdout/stderr to files; return (wall s, user+sys s, exit code)."""
+    with open(out, "wb") as o, open(out + ".err", "wb") as e:
+        acts = [(os.POSIX_SPAWN_DUP2, o.fileno(), 1), (os.POSIX_SPAWN_DUP2, e.fileno(), 2)]
+        t0 = time.perf_counter()
+        # posix_spawn (vfork): the child does not copy python's page tables, whose cost would
+        # otherwise be charged to the measured program.
+        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=acts)
+        _, status, ru = os.wait4(pid, 0)
+        wall = time.perf_counter() - t0
+    return wall, ru.ru_utime + ru.ru_stime, os.waitstatus_to_exitcode(status)
+
+
 def measure(cmd, n, out):
-    best_wall = best_cpu = float("inf")
-    rss = 0
-    rc = 0
-    for _ in range(n):
-        with open(out, "wb") as o, open(out + ".err", "wb") as e:
-            t0 = time.perf_counter()
-            p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out + ".rss"] + cmd,
-                                 stdout=o, stderr=e)
-            _, status, ru = os.wait4(p.pid, 0)
-            wall = time.perf_counter() - t0
-        rc = os.waitstatus_to_exitcode(status)
-        best_wall = min(best_wall, wall)
-        best_cpu = min(best_cpu, ru.ru_utime + ru.ru_stime)
-        rss = max(rss, int(open(out + ".rss").read().split()[-1]))
-    return best_wall * 1e3, best_cpu * 1e3, rss, rc
+    """Best wall and CPU of n direct runs; peak RSS from one more run under /usr/bin/time."""
+    runs = [spawn(cmd, out) for _ in range(n)]
+    best_wall = min(r[0] for r in runs)
+    best_cpu = min(r[1] for r in runs)
+    spawn(["/usr/bin/time", "-f", "%M", "-o", out + ".rss"] + cmd, out + ".rssrun")
+    rss = int(open(out + ".rss").read().split()[-1])
+    return best_wall * 1e3, best_cpu * 1e3, rss, runs[-1][2]
 
 
 print("%-22s %10s %9s %8s | %10s %9s %8s | %10s %9s %6s  %s" % (
