@@ -70,8 +70,10 @@ static int hex4(P *p, uint32_t *v)
     *v = 0;
     for (int k = 0; k < 4; k++) {
         char c = p->t[p->i++];
-        int h = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int h = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (h < 0)
             return bad(p, "invalid \\u escape");
         *v = *v << 4 | (uint32_t)h;

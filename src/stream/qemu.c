@@ -2,6 +2,8 @@
  * footers, commands, RAM, spapr/htab, and device sections decoded through the vmdesc trailer. */
 #include "ferry/stream/qemu.h"
 
+#include "qemu-json-int.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -12,12 +14,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "qemu-json-int.h"
-
-#define BUF_CAP (256u << 10) /* fd read buffer; also the largest zero-copy take */
-#define PEEK_MAX 300u        /* lookahead used by footer resync (a full section header) */
-#define MAX_DEPTH 32         /* nesting of vmdesc structs/subsections */
-#define MAX_CAPS 256u
+#define BUF_CAP      (256u << 10) /* fd read buffer; also the largest zero-copy take */
+#define PEEK_MAX     300u         /* lookahead used by footer resync (a full section header) */
+#define MAX_DEPTH    32           /* nesting of vmdesc structs/subsections */
+#define MAX_CAPS     256u
 #define PATH_MAX_LEN 480
 
 /* RAM_SAVE_FLAG_* (migration/ram.c, 7.2) plus 8.0's MULTIFD_FLUSH. */
@@ -39,9 +39,9 @@ static const struct {
     const char *name;
     int len;
 } mig_cmds[] = {
-    [1] = {"OPEN_RETURN_PATH", 0}, [2] = {"PING", 4},          [3] = {"POSTCOPY_ADVISE", -1},
-    [4] = {"POSTCOPY_LISTEN", 0},  [5] = {"POSTCOPY_RUN", 0},  [6] = {"POSTCOPY_RAM_DISCARD", -1},
-    [7] = {"PACKAGED", 4},         [8] = {"ENABLE_COLO", 0},   [9] = {"POSTCOPY_RESUME", 0},
+    [1] = {"OPEN_RETURN_PATH", 0}, [2] = {"PING", 4},         [3] = {"POSTCOPY_ADVISE", -1},
+    [4] = {"POSTCOPY_LISTEN", 0},  [5] = {"POSTCOPY_RUN", 0}, [6] = {"POSTCOPY_RAM_DISCARD", -1},
+    [7] = {"PACKAGED", 4},         [8] = {"ENABLE_COLO", 0},  [9] = {"POSTCOPY_RESUME", 0},
     [10] = {"RECV_BITMAP", -1},
 };
 #define N_MIG_CMDS (sizeof(mig_cmds) / sizeof(mig_cmds[0]))
@@ -66,23 +66,23 @@ struct FerryQemuReader {
     const uint8_t *mem;
     uint64_t mem_len;
     uint8_t *buf;
-    const uint8_t *p;   /* next unread byte */
-    size_t avail;       /* bytes readable at p (before the limit cut) */
-    uint64_t off;       /* absolute offset of p */
-    uint64_t limit;     /* no read beyond this absolute offset */
+    const uint8_t *p; /* next unread byte */
+    size_t avail;     /* bytes readable at p (before the limit cut) */
+    uint64_t off;     /* absolute offset of p */
+    uint64_t limit;   /* no read beyond this absolute offset */
     const char *limit_why;
     bool src_eof;
-    uint64_t size;      /* total stream size, UINT64_MAX when unknown (pipe) */
+    uint64_t size; /* total stream size, UINT64_MAX when unknown (pipe) */
     unsigned flags;
 
     /* vmdesc */
-    QjDoc vj;     /* parsed vmdesc */
-    struct Dev {  /* devices[] sorted by (instance_id, name) for lookup */
+    QjDoc vj;    /* parsed vmdesc */
+    struct Dev { /* devices[] sorted by (instance_id, name) for lookup */
         uint32_t instance;
         const char *name;
         uint32_t node;
         uint32_t order;
-    } *devs;
+    } * devs;
     size_t n_devs;
 
     /* configuration */
@@ -124,7 +124,6 @@ struct FerryQemuReader {
     FerryError *err;
     FerryQemuInfo info;
 };
-
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
@@ -269,12 +268,18 @@ static int rd_u8(FerryQemuReader *r, uint8_t *v, const char *what)
     return rc;
 }
 
-static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint16_t be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
 static uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-static uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+static uint64_t be64(const uint8_t *p)
+{
+    return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
 
 static int rd_be16(FerryQemuReader *r, uint16_t *v, const char *what)
 {
@@ -397,8 +402,8 @@ static int locate_trailer(FerryQemuReader *r, uint64_t *k_out, uint32_t *len_out
     uint64_t end = r->size;
     if (end < 8 + 1 + 5 + 2)
         return -ENOENT;
-    uint64_t floor = end > (uint64_t)FERRY_QEMU_MAX_VMDESC + 16 ? end - FERRY_QEMU_MAX_VMDESC - 16
-                                                                 : 8;
+    uint64_t floor =
+        end > (uint64_t)FERRY_QEMU_MAX_VMDESC + 16 ? end - FERRY_QEMU_MAX_VMDESC - 16 : 8;
     uint64_t stop = floor; /* lowest candidate position still possible */
     uint64_t hi = end;
     while (hi > stop) {
@@ -486,12 +491,14 @@ static int load_vmdesc(FerryQemuReader *r, uint64_t k, uint32_t len)
     uint32_t ps = qj_get(&r->vj, 0, "page_size");
     uint32_t devs = qj_get(&r->vj, 0, "devices");
     if (ps == QJ_NONE || r->vj.n[ps].type != QJ_INT || !jarr(r, devs))
-        return fail(r, k + 5, -EINVAL, "reading vmdesc JSON: no integer \"page_size\" and array "
-                                       "\"devices\"");
+        return fail(r, k + 5, -EINVAL,
+                    "reading vmdesc JSON: no integer \"page_size\" and array "
+                    "\"devices\"");
     int64_t pgs = r->vj.n[ps].num;
     if (pgs < 512 || pgs > (int64_t)FERRY_QEMU_MAX_PAGE_SIZE || (pgs & (pgs - 1)))
         return fail(r, k + 5, -EINVAL,
-                    "reading vmdesc JSON: page_size %" PRId64 " is not a power of two in [512, 1 MiB]",
+                    "reading vmdesc JSON: page_size %" PRId64
+                    " is not a power of two in [512, 1 MiB]",
                     pgs);
     r->info.page_size = (uint32_t)pgs;
     r->info.page_size_from_vmdesc = true;
@@ -506,7 +513,8 @@ static int load_vmdesc(FerryQemuReader *r, uint64_t k, uint32_t len)
             !jarr(r, qj_get(&r->vj, dev, "fields")))
             return fail(r, k + 5, -EINVAL,
                         "reading vmdesc JSON: device %zu lacks \"name\", \"instance_id\" or "
-                        "\"fields\"", i);
+                        "\"fields\"",
+                        i);
         /* QEMU writes the id as an unsigned number; older writers as signed: both mean u32. */
         r->devs[r->n_devs++] = (struct Dev){(uint32_t)r->vj.n[inst].num, name, dev, (uint32_t)i};
     }
@@ -700,7 +708,8 @@ static int parse_config(FerryQemuReader *r)
         if (r->info.page_size_from_vmdesc && r->info.page_size != ps)
             return fail(r, at, -EINVAL,
                         "reading configuration: target page size %" PRIu32
-                        " differs from the vmdesc page_size %" PRIu32, ps, r->info.page_size);
+                        " differs from the vmdesc page_size %" PRIu32,
+                        ps, r->info.page_size);
         r->info.page_size = ps;
     }
     if (r->v->config && (rc = r->v->config(r->ctx, &c, r->err)) < 0)
@@ -738,16 +747,15 @@ static int ram_block_list(FerryQemuReader *r, uint64_t total)
         if (length > total)
             return fail(r, at, -EINVAL,
                         "reading RAM block list: block '%s' length 0x%" PRIx64
-                        " exceeds the 0x%" PRIx64 " left of the announced total", name, length,
-                        total);
+                        " exceeds the 0x%" PRIx64 " left of the announced total",
+                        name, length, total);
         uint64_t page_size = 0, addr = UINT64_MAX;
         uint64_t sum = r->pagesize_summary;
         if (r->postcopy_advised && sum && (sum & (sum - 1))) {
             size_t have = in_ensure(r, 8);
             if (have == 8) {
                 uint64_t v = be64(r->p);
-                if (r->p[0] == 0 && v >= 1024 && !(v & (v - 1)) && (v & sum) &&
-                    v != (sum & -sum)) {
+                if (r->p[0] == 0 && v >= 1024 && !(v & (v - 1)) && (v & sum) && v != (sum & -sum)) {
                     page_size = v;
                     in_advance(r, 8);
                 }
@@ -816,10 +824,11 @@ static int ram_payload(FerryQemuReader *r)
             if (addr > b->pub.length || b->pub.length - addr < ps)
                 return fail(r, at, -EINVAL,
                             "reading RAM record: page at 0x%" PRIx64 " is beyond block '%s' "
-                            "(length 0x%" PRIx64 ")", addr, b->name, b->pub.length);
+                            "(length 0x%" PRIx64 ")",
+                            addr, b->name, b->pub.length);
         }
-        FerryQemuPage pg = {.block = b ? &b->pub : NULL, .addr = addr, .page_size = ps,
-                            .offset = at};
+        FerryQemuPage pg = {
+            .block = b ? &b->pub : NULL, .addr = addr, .page_size = ps, .offset = at};
         const uint8_t *data;
         switch (kind) {
         case RAM_MEM_SIZE:
@@ -849,7 +858,8 @@ static int ram_payload(FerryQemuReader *r)
             if (len == 0 || len > zlib_bound(ps))
                 return fail(r, r->off - 4, -EINVAL,
                             "reading RAM compressed page length: %" PRIu32 " is not in [1, %" PRIu64
-                            "]", len, zlib_bound(ps));
+                            "]",
+                            len, zlib_bound(ps));
             if ((rc = in_take(r, len, &data, "RAM compressed page data")) < 0)
                 return rc;
             pg.kind = FERRY_QEMU_PAGE_COMPRESSED;
@@ -886,8 +896,8 @@ static int ram_payload(FerryQemuReader *r)
                 return fail(r, at, -EINVAL,
                             "reading RAM record: HOOK flag (RDMA) is invalid outside an RDMA "
                             "channel");
-            return fail(r, at, -EINVAL, "reading RAM record: unknown combination of flags 0x%" PRIx64,
-                        flags);
+            return fail(r, at, -EINVAL,
+                        "reading RAM record: unknown combination of flags 0x%" PRIx64, flags);
         }
         if (r->v->ram_page && (rc = r->v->ram_page(r->ctx, &pg, r->err)) < 0)
             return cb_fail(r, rc);
@@ -908,8 +918,8 @@ static int htab_payload(FerryQemuReader *r)
         return 0;
     if (hdr) {
         if (hdr < 18 || hdr > 46)
-            return fail(r, r->off - 4, -EINVAL, "reading htab shift: %" PRIu32 " is not in [18, 46]",
-                        hdr);
+            return fail(r, r->off - 4, -EINVAL,
+                        "reading htab shift: %" PRIu32 " is not in [18, 46]", hdr);
         r->htab_shift = hdr;
         return 0;
     }
@@ -927,8 +937,8 @@ static int htab_payload(FerryQemuReader *r)
             (uint64_t)index + n_valid + n_invalid > ((uint64_t)1 << r->htab_shift) / 16)
             return fail(r, at, -EINVAL,
                         "reading htab chunk: entries %" PRIu32 "+%u+%u exceed the %" PRIu64
-                        "-entry table", index, n_valid, n_invalid,
-                        ((uint64_t)1 << r->htab_shift) / 16);
+                        "-entry table",
+                        index, n_valid, n_invalid, ((uint64_t)1 << r->htab_shift) / 16);
         if ((rc = in_skip(r, (uint64_t)n_valid * 16, "htab entries")) < 0)
             return rc;
     }
@@ -959,8 +969,9 @@ static int decode_element(FerryQemuReader *r, uint32_t f, const char *name, cons
         /* vmdesc sizes are what the source wrote: a difference means desync or a bad vmdesc. */
         if (r->off - start != size)
             return fail(r, start, -EINVAL,
-                        "reading field '%s': the vmdesc says %" PRIu64 " bytes, its fields took %"
-                        PRIu64, path_str(r), size, r->off - start);
+                        "reading field '%s': the vmdesc says %" PRIu64
+                        " bytes, its fields took %" PRIu64,
+                        path_str(r), size, r->off - start);
     } else {
         const uint8_t *data;
         if ((rc = in_take_big(r, size, &data, NULL)) < 0)
@@ -1034,8 +1045,8 @@ static int decode_struct(FerryQemuReader *r, uint32_t desc, uint64_t at)
         int64_t dv = jint(r, s, "version", -1);
         if (dv >= 0 && (uint64_t)dv != version)
             return fail(r, sat, -EINVAL,
-                        "reading %s: version %" PRIu32 " but the vmdesc says %" PRId64,
-                        what, version, dv);
+                        "reading %s: version %" PRIu32 " but the vmdesc says %" PRId64, what,
+                        version, dv);
         FerryQemuNode n = {FERRY_QEMU_NODE_SUBSECTION, name, -1, version, sat};
         if (r->v->node_begin && (rc = r->v->node_begin(r->ctx, &n, r->err)) < 0)
             return cb_fail(r, rc);
@@ -1112,8 +1123,8 @@ static int resync(FerryQemuReader *r, const FerryQemuSection *s)
         if (have < 5)
             return fail(r, s->payload, -ENODATA,
                         "reading undescribed payload: no footer 7e %08" PRIx32
-                        " before the end of the stream at 0x%" PRIx64, s->section_id,
-                        r->off + have);
+                        " before the end of the stream at 0x%" PRIx64,
+                        s->section_id, r->off + have);
         const uint8_t *hit = memchr(r->p, FERRY_QEMU_FOOTER, have - 4);
         if (!hit) {
             in_advance(r, have - 4);
@@ -1154,8 +1165,7 @@ static int end_section(FerryQemuReader *r, FerryQemuSection *s)
         } else if (r->footers == 1) {
             if (have == 0)
                 return short_read(r, r->off, "footer", 5, 0);
-            return fail(r, r->off, -EINVAL, "reading footer: expected 0x7e, found 0x%02x",
-                        r->p[0]);
+            return fail(r, r->off, -EINVAL, "reading footer: expected 0x7e, found 0x%02x", r->p[0]);
         } else {
             r->footers = 0; /* machine types <= 2.3 send none; decided by the first section */
         }
@@ -1187,7 +1197,8 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
         if (!strcmp(idstr, "ram") && s.instance_id == 0) {
             if (s.version_id != 4)
                 return fail(r, at, -EINVAL,
-                            "reading section header: RAM version %" PRIu32 ", QEMU 7.2 loads only 4",
+                            "reading section header: RAM version %" PRIu32
+                            ", QEMU 7.2 loads only 4",
                             s.version_id);
             s.kind = FERRY_QEMU_KIND_RAM;
         } else if (!strcmp(idstr, "spapr/htab") && s.instance_id == 0) {
@@ -1207,7 +1218,8 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
             if (dv >= 0 && (uint64_t)dv != s.version_id)
                 return fail(r, at, -EINVAL,
                             "reading section header: version %" PRIu32
-                            " but the vmdesc says %" PRId64, s.version_id, dv);
+                            " but the vmdesc says %" PRId64,
+                            s.version_id, dv);
         }
         if (type == FERRY_QEMU_START) {
             Iter *it = find_iter(r, id);
@@ -1228,7 +1240,8 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
         if (!it)
             return fail(r, at, -ENOENT,
                         "reading section header: %s for section id %" PRIu32
-                        " that no START opened", type == FERRY_QEMU_PART ? "PART" : "END", id);
+                        " that no START opened",
+                        type == FERRY_QEMU_PART ? "PART" : "END", id);
         memcpy(idstr, it->idstr, sizeof(idstr));
         s.idstr = idstr;
         s.instance_id = it->instance_id;
@@ -1296,7 +1309,8 @@ static int command(FerryQemuReader *r, uint64_t at)
             r->pagesize_summary = be64(d);
             if (be64(d + 8) != r->info.page_size)
                 return fail(r, at, -EINVAL,
-                            "reading command %s: target page size %" PRIu64 ", stream uses %" PRIu32,
+                            "reading command %s: target page size %" PRIu64
+                            ", stream uses %" PRIu32,
                             name, be64(d + 8), r->info.page_size);
         }
         break;
@@ -1339,8 +1353,8 @@ static int command(FerryQemuReader *r, uint64_t at)
             return rc;
         if (r->off != r->limit)
             return fail(r, r->off, -EINVAL,
-                        "reading PACKAGED data: EOF inside the package with %" PRIu64
-                        " bytes left", r->limit - r->off);
+                        "reading PACKAGED data: EOF inside the package with %" PRIu64 " bytes left",
+                        r->limit - r->off);
         r->limit = old;
         r->limit_why = old_why;
     }
@@ -1474,8 +1488,10 @@ static int trailer(FerryQemuReader *r)
     if ((rc = rd_u8(r, &t, "vmdesc trailer")) < 0)
         return rc;
     if (t != FERRY_QEMU_VMDESC)
-        return fail(r, at, -EINVAL, "reading after EOF: 0x%02x where only a vmdesc trailer (0x06) "
-                                    "may follow", t);
+        return fail(r, at, -EINVAL,
+                    "reading after EOF: 0x%02x where only a vmdesc trailer (0x06) "
+                    "may follow",
+                    t);
     if ((rc = rd_be32(r, &len, "vmdesc trailer length")) < 0)
         return rc;
     if (len > FERRY_QEMU_MAX_VMDESC)
@@ -1483,8 +1499,9 @@ static int trailer(FerryQemuReader *r)
                     len, FERRY_QEMU_MAX_VMDESC);
     if (r->info.has_vmdesc || (r->flags & FERRY_QEMU_NO_VMDESC)) {
         if (r->info.has_vmdesc && at != r->info.vmdesc_offset)
-            return fail(r, at, -EINVAL, "reading vmdesc trailer: found at 0x%" PRIx64
-                        " but located at 0x%" PRIx64, at, r->info.vmdesc_offset);
+            return fail(r, at, -EINVAL,
+                        "reading vmdesc trailer: found at 0x%" PRIx64 " but located at 0x%" PRIx64,
+                        at, r->info.vmdesc_offset);
         if ((rc = in_skip(r, len, "vmdesc trailer JSON")) < 0)
             return rc;
     } else {
@@ -1510,8 +1527,7 @@ static int trailer(FerryQemuReader *r)
     return 0;
 }
 
-int ferry_qemu_reader_run(FerryQemuReader *r, const FerryQemuVisitor *v, void *ctx,
-                          FerryError *err)
+int ferry_qemu_reader_run(FerryQemuReader *r, const FerryQemuVisitor *v, void *ctx, FerryError *err)
 {
     static const FerryQemuVisitor none;
     int rc;
@@ -1541,8 +1557,7 @@ int ferry_qemu_reader_run(FerryQemuReader *r, const FerryQemuVisitor *v, void *c
     }
     if (!r->info.page_size)
         r->info.page_size = 4096; /* x86, ppc64, s390x; variable-page targets send page bits */
-    if (in_ensure(r, 1) == 1 && r->p[0] == FERRY_QEMU_CONFIGURATION &&
-        (rc = parse_config(r)) < 0)
+    if (in_ensure(r, 1) == 1 && r->p[0] == FERRY_QEMU_CONFIGURATION && (rc = parse_config(r)) < 0)
         return rc;
     if ((rc = run_items(r, false)) < 0)
         return rc;

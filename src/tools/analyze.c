@@ -1,5 +1,8 @@
 /* ferry analyze: decode a migration stream. QEMU streams print as QEMU's analyze-migration.py
  * JSON (same keys and value spelling), or a summary; RAM can be extracted to sparse files. */
+#include "commands.h"
+#include "ferry/stream/qemu.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -10,9 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include "commands.h"
-#include "ferry/stream/qemu.h"
 
 /* Per section id, for --summary. */
 typedef struct SecStat {
@@ -37,7 +37,7 @@ typedef struct BlockStat {
 
 typedef struct Analyze {
     bool summary;
-    bool json; /* default output: neither --summary nor --extract-ram */
+    bool json;           /* default output: neither --summary nor --extract-ram */
     const char *section; /* --section filter */
     const char *extract; /* --extract-ram DIR */
     FILE *out;
@@ -51,9 +51,9 @@ typedef struct Analyze {
         char list[256];
     } lv[80];
     int depth;
-    bool entry_open;         /* the current section is being printed */
-    bool filtered;           /* the current section passes --section */
-    char *vbuf;              /* formatted field value */
+    bool entry_open; /* the current section is being printed */
+    bool filtered;   /* the current section passes --section */
+    char *vbuf;      /* formatted field value */
     struct {
         const char *type;
         int cls;
@@ -70,7 +70,7 @@ typedef struct Analyze {
     /* extraction */
     uint8_t *page;
     size_t page_cap;
-    int zero_fd;             /* pending run of zero pages to punch */
+    int zero_fd; /* pending run of zero pages to punch */
     uint64_t zero_off, zero_len;
 } Analyze;
 
@@ -145,13 +145,27 @@ static void py_str(Out *out, const char *s)
         }
         p += n;
         switch (cp) {
-        case '"': out_s(out, "\\\""); break;
-        case '\\': out_s(out, "\\\\"); break;
-        case '\n': out_s(out, "\\n"); break;
-        case '\r': out_s(out, "\\r"); break;
-        case '\t': out_s(out, "\\t"); break;
-        case '\b': out_s(out, "\\b"); break;
-        case '\f': out_s(out, "\\f"); break;
+        case '"':
+            out_s(out, "\\\"");
+            break;
+        case '\\':
+            out_s(out, "\\\\");
+            break;
+        case '\n':
+            out_s(out, "\\n");
+            break;
+        case '\r':
+            out_s(out, "\\r");
+            break;
+        case '\t':
+            out_s(out, "\\t");
+            break;
+        case '\b':
+            out_s(out, "\\b");
+            break;
+        case '\f':
+            out_s(out, "\\f");
+            break;
         default:
             if (cp >= 0x20 && cp <= 0x7e)
                 out_c(out, (char)cp);
@@ -255,8 +269,9 @@ static void put_str(Analyze *a, const char *key, const char *value)
 /* 1 signed int, 0 unsigned int, -1 opaque bytes, 2 bool: the script's vmsd_field_readers. */
 static int type_class(const char *type)
 {
-    static const char *const sints[] = {"int8", "int16", "int32", "int32 equal", "int32 le",
-                                        "int64", "int64 equal", "uint8 equal", "uint16 equal"};
+    static const char *const sints[] = {"int8",        "int16",       "int32",
+                                        "int32 equal", "int32 le",    "int64",
+                                        "int64 equal", "uint8 equal", "uint16 equal"};
     static const char *const uints[] = {"uint8", "uint16", "uint32", "uint32 equal", "uint64"};
     if (!strcmp(type, "bool"))
         return 2;
@@ -331,10 +346,14 @@ static SecStat *sec_find(Analyze *a, uint32_t id)
 static const char *kind_name(FerryQemuKind k)
 {
     switch (k) {
-    case FERRY_QEMU_KIND_RAM: return "ram";
-    case FERRY_QEMU_KIND_HTAB: return "htab";
-    case FERRY_QEMU_KIND_DEVICE: return "device";
-    default: return "undecoded";
+    case FERRY_QEMU_KIND_RAM:
+        return "ram";
+    case FERRY_QEMU_KIND_HTAB:
+        return "htab";
+    case FERRY_QEMU_KIND_DEVICE:
+        return "device";
+    default:
+        return "undecoded";
     }
 }
 
@@ -445,8 +464,9 @@ static int extract_page(Analyze *a, const FerryQemuPage *p, FerryError *err)
     }
     case FERRY_QEMU_PAGE_COMPRESSED: {
         if ((rc = ferry_qemu_page_inflate(a->page, p->page_size, p->data, p->len, err)) < 0)
-            return ferry_error_prefix(err, "RAM block '%s' page 0x%" PRIx64 " (record at 0x%" PRIx64
-                                      "): ", b->name, p->addr, p->offset);
+            return ferry_error_prefix(
+                err, "RAM block '%s' page 0x%" PRIx64 " (record at 0x%" PRIx64 "): ", b->name,
+                p->addr, p->offset);
         break;
     }
     }
@@ -471,8 +491,11 @@ static int on_section_begin(void *ctx, const FerryQemuSection *s, FerryError *er
             a->cap_secs = cap;
         }
         st = &a->secs[a->n_secs++];
-        *st = (SecStat){.id = s->section_id, .instance_id = s->instance_id,
-                        .version_id = s->version_id, .kind = s->kind, .first_type = s->type,
+        *st = (SecStat){.id = s->section_id,
+                        .instance_id = s->instance_id,
+                        .version_id = s->version_id,
+                        .kind = s->kind,
+                        .first_type = s->type,
                         .offset = s->offset};
         snprintf(st->idstr, sizeof(st->idstr), "%s", s->idstr);
         a->filtered = passes(a, s->idstr, s->section_id);
@@ -625,9 +648,17 @@ static int on_field(void *ctx, const FerryQemuField *f, FerryError *err)
 
 /* ---- summary --------------------------------------------------------------------------- */
 
-static const char *const cmd_names[] = {
-    "", "OPEN_RETURN_PATH", "PING", "POSTCOPY_ADVISE", "POSTCOPY_LISTEN", "POSTCOPY_RUN",
-    "POSTCOPY_RAM_DISCARD", "PACKAGED", "ENABLE_COLO", "POSTCOPY_RESUME", "RECV_BITMAP"};
+static const char *const cmd_names[] = {"",
+                                        "OPEN_RETURN_PATH",
+                                        "PING",
+                                        "POSTCOPY_ADVISE",
+                                        "POSTCOPY_LISTEN",
+                                        "POSTCOPY_RUN",
+                                        "POSTCOPY_RAM_DISCARD",
+                                        "PACKAGED",
+                                        "ENABLE_COLO",
+                                        "POSTCOPY_RESUME",
+                                        "RECV_BITMAP"};
 
 static void human(char *buf, size_t n, uint64_t bytes)
 {
@@ -658,8 +689,9 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
     size_t shown = 0;
     for (size_t i = 0; i < a->n_secs; i++)
         shown += passes(a, a->secs[i].idstr, a->secs[i].id);
-    fprintf(o, "sections: %zu (%zu shown), headers %" PRIu64 ", footers %s (%" PRIu64
-               " matched), undecoded %" PRIu64 "\n",
+    fprintf(o,
+            "sections: %zu (%zu shown), headers %" PRIu64 ", footers %s (%" PRIu64
+            " matched), undecoded %" PRIu64 "\n",
             a->n_secs, shown, in->n_sections, in->footers ? "present" : "absent", in->n_footers,
             in->n_undecoded);
     fprintf(o, "  %5s  %-9s  %6s  %10s  %-10s  %s\n", "id", "kind", "parts", "bytes", "offset",
@@ -668,8 +700,9 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
         SecStat *s = &a->secs[i];
         if (!passes(a, s->idstr, s->id))
             continue;
-        fprintf(o, "  %5" PRIu32 "  %-9s  %6" PRIu32 "  %10" PRIu64 "  0x%-8" PRIx64
-                   "  %s (%" PRIu32 ", v%" PRIu32 ")\n",
+        fprintf(o,
+                "  %5" PRIu32 "  %-9s  %6" PRIu32 "  %10" PRIu64 "  0x%-8" PRIx64 "  %s (%" PRIu32
+                ", v%" PRIu32 ")\n",
                 s->id, kind_name(s->kind), s->headers, s->bytes, s->offset, s->idstr,
                 s->instance_id, s->version_id);
     }
@@ -686,8 +719,10 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
                 "xbzrle", "compressed");
     for (size_t i = 0; i < a->n_blocks; i++) {
         BlockStat *b = &a->blocks[i];
-        fprintf(o, "  %-28s  0x%010" PRIx64 "  %8" PRIu64 "  %8" PRIu64 "  %8" PRIu64 "  %10" PRIu64
-                   "\n", b->name, b->length, b->pages[0], b->pages[1], b->pages[2], b->pages[3]);
+        fprintf(o,
+                "  %-28s  0x%010" PRIx64 "  %8" PRIu64 "  %8" PRIu64 "  %8" PRIu64 "  %10" PRIu64
+                "\n",
+                b->name, b->length, b->pages[0], b->pages[1], b->pages[2], b->pages[3]);
     }
     uint64_t ps = in->page_size;
     fprintf(o, "RAM pages: %" PRIu64 " records", tot[0] + tot[1] + tot[2] + tot[3]);
@@ -803,9 +838,12 @@ static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
 static int run_analyze(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"summary", no_argument, NULL, 's'},     {"section", required_argument, NULL, 'S'},
-        {"extract-ram", required_argument, NULL, 'x'}, {"no-vmdesc", no_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"summary", no_argument, NULL, 's'},
+        {"section", required_argument, NULL, 'S'},
+        {"extract-ram", required_argument, NULL, 'x'},
+        {"no-vmdesc", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     Analyze a = {.out = stdout, .zero_fd = -1};
     unsigned flags = 0;
@@ -813,12 +851,24 @@ static int run_analyze(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 's': a.summary = true; break;
-        case 'S': a.section = optarg; break;
-        case 'x': a.extract = optarg; break;
-        case 'n': flags |= FERRY_QEMU_NO_VMDESC; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            a.summary = true;
+            break;
+        case 'S':
+            a.section = optarg;
+            break;
+        case 'x':
+            a.extract = optarg;
+            break;
+        case 'n':
+            flags |= FERRY_QEMU_NO_VMDESC;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     a.json = !a.summary && !a.extract;
