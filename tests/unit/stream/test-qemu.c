@@ -1,8 +1,6 @@
 /* Unit tests of the QEMU stream reader on hand-built byte sequences: every record kind, each
  * command, the vmdesc quirks, footer resync, and truncation at every byte. */
-#include "ferry/stream/qemu.h"
-
-#include <cmocka.h>
+/* clang-format off: cmocka.h needs setjmp.h, stdarg.h and stddef.h before it */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cmocka.h>
+
+#include "ferry/stream/qemu.h"
+/* clang-format on */
 
 /* ---- byte builder ---------------------------------------------------------------------- */
 
