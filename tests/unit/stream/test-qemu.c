@@ -1,6 +1,7 @@
 /* Unit tests of the QEMU stream reader on hand-built byte sequences: every record kind, each
  * command, the vmdesc quirks, footer resync, and truncation at every byte. */
-/* clang-format off: cmocka.h needs setjmp.h, stdarg.h and stddef.h before it */
+/* cmocka.h needs setjmp.h, stdarg.h and stddef.h before it. */
+// clang-format off
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,7 +14,7 @@
 #include <cmocka.h>
 
 #include "ferry/stream/qemu.h"
-/* clang-format on */
+// clang-format on
 
 /* ---- byte builder ---------------------------------------------------------------------- */
 
