@@ -1,7 +1,9 @@
 /* ferry analyze: decode a migration stream. QEMU streams print as QEMU's analyze-migration.py
  * JSON (same keys and value spelling), or a summary; RAM can be extracted to sparse files. */
+#include "analyze-ferry.h"
 #include "commands.h"
 #include "ferry/stream/qemu.h"
+#include "ferry/stream/stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -789,13 +791,16 @@ static int spool_stdin(FerryError *err)
     return fd;
 }
 
-/* The dispatch point for other formats: Ferry's own streams land here later. */
-static int analyze_other(const char *name, const uint8_t *magic, size_t n)
+/* Anything that is not a QEMU stream: Ferry's own format, or a clear refusal. */
+static int analyze_other(Analyze *a, const char *name, int fd, const uint8_t *magic, size_t n)
 {
-    (void)magic;
-    (void)n;
-    fprintf(stderr, "ferry analyze: %s: not a QEMU stream; Ferry stream support pending\n", name);
-    return 1;
+    if (n < FERRY_STREAM_MAGIC_LEN || memcmp(magic, FERRY_STREAM_MAGIC, FERRY_STREAM_MAGIC_LEN)) {
+        fprintf(stderr, "ferry analyze: %s: neither a QEMU nor a Ferry migration stream\n", name);
+        return 1;
+    }
+    FerryAnalyzeOpts o = {.summary = a->summary, .section = a->section, .extract = a->extract,
+                          .out = a->out};
+    return ferry_analyze_ferry_fd(name, fd, &o);
 }
 
 static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
@@ -903,7 +908,7 @@ static int run_analyze(int argc, char **argv)
     if (n >= 4 && ferry_qemu_probe(magic, (size_t)n))
         status = analyze_qemu(&a, name, fd, flags);
     else
-        status = analyze_other(name, magic, n > 0 ? (size_t)n : 0);
+        status = analyze_other(&a, name, fd, magic, n > 0 ? (size_t)n : 0);
     for (size_t i = 0; i < a.n_blocks; i++)
         if (a.blocks[i].fd >= 0)
             close(a.blocks[i].fd);
@@ -917,5 +922,5 @@ static int run_analyze(int argc, char **argv)
     return status;
 }
 
-const FerryCommand ferry_cmd_analyze = {"analyze", "decode a migration stream (QEMU 7.2 format)",
+const FerryCommand ferry_cmd_analyze = {"analyze", "decode a migration stream (Ferry or QEMU 7.2)",
                                         run_analyze};
