@@ -100,6 +100,9 @@ json_t *ferry_qmp_migration_info_json(const FerryMigInfo *in)
         json_object_set_new(x, "passes", passes);
         json_object_set_new(j, "x-ferry", x);
     }
+    if (in->incoming)
+        json_object_set_new(j, "x-ferry", json_pack("{s:b}", "prefault-done",
+                                                    in->prefault_done));
     if (in->status == FERRY_MIG_FAILED && in->error[0])
         json_object_set_new(j, "error-desc", json_string(in->error));
     return j;

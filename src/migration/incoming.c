@@ -40,7 +40,11 @@ typedef struct Receiver {
 struct Dest {
     FerryMigration *m;
     FerryRamBlock *blocks;
+    uint64_t **nz; /* per block: pages that may be non-zero (present at start, or written) */
     size_t nblocks;
+    pthread_t prefault;
+    bool prefault_started;
+    atomic_bool prefault_stop;
     Receiver main;
     Receiver *ch;
     unsigned nch;
@@ -56,16 +60,86 @@ struct Dest {
 
 /* ---- RAM ---------------------------------------------------------------------------------- */
 
-static void zero_pages(uint8_t *host, uint64_t count)
+/* Pages this destination never held data in are still zero: skip them (an idle guest's RAM is
+ * mostly such pages); clear the others only if they are not zero already. */
+static void zero_pages(uint64_t *nz, uint8_t *host, uint64_t first, uint64_t count)
 {
-    if (count >= 16) {
-        /* Private anonymous memory reads as zero after MADV_DONTNEED: no copy, no fault-in. */
-        if (madvise(host, count * RAM_PAGE, MADV_DONTNEED) == 0)
-            return;
+    for (uint64_t p = first; p < first + count;) {
+        uint64_t w = nz[p / 64] >> (p % 64);
+        if (!w) {
+            p = (p / 64 + 1) * 64;
+            continue;
+        }
+        p += (uint64_t)__builtin_ctzll(w);
+        if (p >= first + count)
+            break;
+        uint8_t *pg = host + (p - first) * RAM_PAGE;
+        if (!ram_page_is_zero(pg))
+            memset(pg, 0, RAM_PAGE);
+        nz[p / 64] &= ~(1ull << (p % 64));
+        p++;
     }
-    for (uint64_t i = 0; i < count; i++)
-        if (!ram_page_is_zero(host + i * RAM_PAGE))
-            memset(host + i * RAM_PAGE, 0, RAM_PAGE);
+}
+
+static void mark_written(uint64_t *nz, uint64_t first, uint64_t count)
+{
+    for (uint64_t p = first; p < first + count; p++)
+        nz[p / 64] |= 1ull << (p % 64);
+}
+
+/* Fault the guest RAM in while waiting for the stream: a first touch costs ~2 us per page
+ * here (more in nested VMs), which would otherwise land inside the migration. Populating does
+ * not change contents, so it may race with the stream's writes. */
+static void *prefault_main(void *arg)
+{
+    Dest *d = arg;
+    for (size_t i = 0; i < d->nblocks; i++) {
+        for (uint64_t off = 0; off < d->blocks[i].size; off += 2u << 20) {
+            if (atomic_load(&d->prefault_stop))
+                return NULL;
+            uint64_t len = d->blocks[i].size - off < (2u << 20) ? d->blocks[i].size - off
+                                                                 : (2u << 20);
+            if (madvise(d->blocks[i].host + off, len, MADV_POPULATE_WRITE) < 0)
+                return NULL; /* older kernel: the stream faults pages in as it goes */
+        }
+    }
+    pthread_mutex_lock(&d->m->lock);
+    d->m->info.prefault_done = true;
+    pthread_mutex_unlock(&d->m->lock);
+    return NULL;
+}
+
+static int track_init(Dest *d, FerryError *err)
+{
+    d->nz = calloc(d->nblocks ? d->nblocks : 1, sizeof(*d->nz));
+    if (!d->nz)
+        return ferry_error_set(err, -ENOMEM, "out of memory");
+    int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    uint64_t *ent = malloc(8 * 4096);
+    for (size_t i = 0; i < d->nblocks; i++) {
+        uint64_t pages = d->blocks[i].size / RAM_PAGE;
+        d->nz[i] = calloc((pages + 63) / 64, 8);
+        if (!d->nz[i]) {
+            free(ent);
+            if (pm >= 0)
+                close(pm);
+            return ferry_error_set(err, -ENOMEM, "out of memory");
+        }
+        for (uint64_t p = 0; p < pages; p += 4096) {
+            uint64_t n = pages - p < 4096 ? pages - p : 4096;
+            uintptr_t va = (uintptr_t)d->blocks[i].host + p * RAM_PAGE;
+            bool ok = pm >= 0 && ent &&
+                      pread(pm, ent, n * 8, (off_t)(va / RAM_PAGE * 8)) == (ssize_t)(n * 8);
+            for (uint64_t k = 0; k < n; k++)
+                /* Unknown (no pagemap): assume data. Present or swapped: may hold data. */
+                if (!ok || (ent[k] & (3ull << 62)))
+                    d->nz[i][(p + k) / 64] |= 1ull << ((p + k) % 64);
+        }
+    }
+    free(ent);
+    if (pm >= 0)
+        close(pm);
+    return 0;
 }
 
 static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
@@ -105,18 +179,20 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
         uint8_t *host = b->host + first * RAM_PAGE;
         switch (enc) {
         case RAM_ENC_ZERO:
-            zero_pages(host, count);
+            zero_pages(d->nz[rec->instance], host, first, count);
             break;
         case RAM_ENC_RAW:
             if ((uint64_t)count * RAM_PAGE > left)
                 return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
                                        ": %u raw pages exceed the record", rec->offset, count);
+            mark_written(d->nz[rec->instance], first, count);
             r = ferry_stream_read_payload(rc->r, host, (size_t)count * RAM_PAGE, err);
             if (r < 0)
                 return r;
             left -= (uint64_t)count * RAM_PAGE;
             break;
         case RAM_ENC_DELTA:
+            mark_written(d->nz[rec->instance], first, count);
             for (uint32_t i = 0; i < count; i++) {
                 uint8_t l2[2];
                 if (left < 2)
@@ -459,12 +535,16 @@ static int incoming_run(Dest *d, FerryError *err)
     d->blocks = calloc(d->nblocks ? d->nblocks : 1, sizeof(*d->blocks));
     if (!d->blocks)
         return ferry_error_set(err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < d->nblocks; i++) {
+    for (size_t i = 0; i < d->nblocks; i++)
         if (ferry_vm_ram_block(h->vm, i, &d->blocks[i], err) < 0)
             return err->code;
-        /* Incoming pages fault in guest memory one by one otherwise (~10 us each nested). */
-        madvise(d->blocks[i].host, d->blocks[i].size, MADV_HUGEPAGE);
-    }
+    int r = track_init(d, err);
+    if (r < 0)
+        return r;
+    FerryMigParams prm;
+    ferry_migration_get_params(m, &prm);
+    if (prm.prefault && m->uri.kind != FERRY_URI_FILE)
+        d->prefault_started = pthread_create(&d->prefault, NULL, prefault_main, d) == 0;
 
     int fd;
     if (m->uri.kind == FERRY_URI_FD) {
@@ -481,7 +561,7 @@ static int incoming_run(Dest *d, FerryError *err)
     add_fd(m, fd);
     struct stat st;
     d->return_path = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-    int r = receiver_init(d, &d->main, 0, fd, err);
+    r = receiver_init(d, &d->main, 0, fd, err);
     if (r < 0)
         return r;
     pthread_mutex_lock(&m->lock);
@@ -654,6 +734,13 @@ void *mig_incoming_main(void *arg)
     }
     free(d.ch);
     receiver_fini(&d.main);
+    if (d.prefault_started) {
+        atomic_store(&d.prefault_stop, true);
+        pthread_join(d.prefault, NULL);
+    }
+    for (size_t i = 0; d.nz && i < d.nblocks; i++)
+        free(d.nz[i]);
+    free(d.nz);
     for (unsigned i = 0; i < d.ncpus; i++)
         free(d.cpus[i]);
     free(d.cpus);

@@ -39,6 +39,7 @@ void ferry_mig_params_default(FerryMigParams *p)
         .max_passes = 30,
         .converge = FERRY_MIG_CONVERGE_SWITCHOVER,
         .delta = true,
+        .prefault = true,
     };
 }
 

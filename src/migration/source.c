@@ -671,10 +671,7 @@ static int source_run(Source *src, FerryError *err)
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
             if (mb->shadow == MAP_FAILED)
                 mb->shadow = NULL; /* no delta for this block, still correct */
-            else
-                /* One fault per 2 MiB instead of per page: page faults cost ~10 us in a
-                 * nested VM, which dominated the first pass. */
-                madvise(mb->shadow, mb->b.size, MADV_HUGEPAGE);
+
         }
         ram_total += mb->b.size;
     }

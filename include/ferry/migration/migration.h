@@ -43,6 +43,7 @@ typedef struct FerryMigParams {
     uint32_t max_passes;        /* dirty passes before the non-convergence policy; default 30 */
     uint32_t converge;          /* FerryMigConverge */
     bool delta;                 /* XOR+RLE delta of re-sent pages (default true) */
+    bool prefault;              /* destination: fault RAM in while waiting (default true) */
 } FerryMigParams;
 void ferry_mig_params_default(FerryMigParams *p);
 
@@ -70,6 +71,7 @@ typedef struct FerryMigInfo {
     uint64_t pages_per_second;
     uint64_t dirty_pages_rate;
     uint32_t throttle_pct;
+    bool prefault_done;          /* destination: RAM faulted in (ready for a fast stream) */
     uint32_t npasses;
     FerryMigPass passes[FERRY_MIG_PASSES_MAX];
     char error[FERRY_ERROR_MSG_MAX]; /* when failed */
