@@ -894,7 +894,8 @@ static int source_run(Source *src, FerryError *err)
                                    strerror(errno));
     }
     pthread_mutex_lock(&m->lock);
-    m->info.downtime_ms = (mig_now_ns() - t_stop) / 1000000;
+    m->info.downtime_us = (mig_now_ns() - t_stop) / 1000;
+    m->info.downtime_ms = m->info.downtime_us / 1000;
     m->info.ram_remaining = 0;
     pthread_mutex_unlock(&m->lock);
     return 0;

@@ -63,6 +63,7 @@ typedef struct FerryMigInfo {
     FerryMigStatus status;
     bool incoming;
     uint64_t total_time_ms, setup_time_ms, downtime_ms, expected_downtime_ms;
+    uint64_t downtime_us; /* the same, finer: stops of well under 1 ms are common */
     uint64_t ram_total, ram_transferred, ram_remaining; /* bytes */
     uint64_t duplicate, normal, delta_pages;            /* pages: zero, raw, delta-encoded */
     uint64_t normal_bytes;
