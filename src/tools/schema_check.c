@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "schema_check.h"
@@ -47,8 +48,8 @@ static void print_location(FILE *out, const FerrySchemaFinding *f, bool ferry)
         fprintf(out, ": %s", f->path);
 }
 
-static void print_text(FILE *out, const FerrySchemaDoc *old, const FerrySchemaDoc *new_,
-                       const FerrySchemaReport *rep, const bool dirs[2], FerrySchemaSeverity min,
+static void print_text(FILE *out, const char *const paths[2], const FerrySchemaDoc *old,
+                       const FerrySchemaDoc *new_, const FerrySchemaReport *rep, const bool dirs[2], FerrySchemaSeverity min,
                        bool strict)
 {
     const FerrySchemaDoc *docs[2] = {old, new_};
@@ -56,8 +57,8 @@ static void print_text(FILE *out, const FerrySchemaDoc *old, const FerrySchemaDo
     bool ferry = ferry_schema_doc_format(old) == FERRY_SCHEMA_FORMAT_FERRY;
     for (int i = 0; i < 2; i++) {
         const char *m = ferry_schema_doc_machine(docs[i]);
-        fprintf(out, "%s: %s (%s, machine %s, %zu sections)\n", labels[i],
-                ferry_schema_doc_name(docs[i]), format_name(docs[i]), m ? m : "unknown",
+        fprintf(out, "%s: %s (%s, machine %s, %zu sections)\n", labels[i], paths[i],
+                format_name(docs[i]), m ? m : "unknown",
                 ferry_schema_doc_count(docs[i]));
     }
     for (int d = 0; d < 2; d++) {
@@ -92,15 +93,16 @@ static void print_text(FILE *out, const FerrySchemaDoc *old, const FerrySchemaDo
     fprintf(out, "\nresult: %s\n", bad ? "incompatible" : "compatible");
 }
 
-static json_t *doc_json(const FerrySchemaDoc *d)
+static json_t *doc_json(const char *path, const FerrySchemaDoc *d)
 {
     const char *m = ferry_schema_doc_machine(d);
-    return json_pack("{s:s, s:s, s:o, s:I}", "file", ferry_schema_doc_name(d), "format",
+    return json_pack("{s:s, s:s, s:o, s:I}", "file", path, "format",
                      format_name(d), "machine", m ? json_string(m) : json_null(), "sections",
                      (json_int_t)ferry_schema_doc_count(d));
 }
 
-static int print_json(FILE *out, const FerrySchemaDoc *old, const FerrySchemaDoc *new_,
+static int print_json(FILE *out, const char *const paths[2], const FerrySchemaDoc *old,
+                      const FerrySchemaDoc *new_,
                       const FerrySchemaReport *rep, const bool dirs[2], FerrySchemaSeverity min,
                       bool compatible)
 {
@@ -109,8 +111,8 @@ static int print_json(FILE *out, const FerrySchemaDoc *old, const FerrySchemaDoc
            *dl = json_array();
     if (!root || !summary || !findings || !dl)
         goto err_free;
-    json_object_set_new(root, "old", doc_json(old));
-    json_object_set_new(root, "new", doc_json(new_));
+    json_object_set_new(root, "old", doc_json(paths[0], old));
+    json_object_set_new(root, "new", doc_json(paths[1], new_));
     for (int d = 0; d < 2; d++) {
         if (!dirs[d])
             continue;
@@ -157,6 +159,8 @@ err_free:
 
 typedef struct LoadJob {
     const char *path;
+    char *buf;
+    size_t len;
     FerrySchemaDoc *doc;
     FerryError err;
 } LoadJob;
@@ -164,15 +168,31 @@ typedef struct LoadJob {
 static void *load_job(void *arg)
 {
     LoadJob *j = arg;
-    j->doc = ferry_schema_doc_load_file(j->path, &j->err);
+    j->doc = ferry_schema_doc_load_buffer(j->path, j->buf, j->len, &j->err);
     return NULL;
 }
 
-/* QEMU dumps are ~800 KB each: parse OLD and NEW on two threads. */
+/* QEMU dumps are ~800 KB each: parse OLD and NEW on two threads. Identical files (a golden
+ * schema against an unchanged build) are parsed once: *new_ then aliases *old. */
 static int load_both(const char *old_path, const char *new_path, FerrySchemaDoc **old,
                      FerrySchemaDoc **new_, FerryError *err)
 {
     LoadJob jobs[2] = {{.path = old_path}, {.path = new_path}};
+    int rc;
+    *old = *new_ = NULL;
+    if ((rc = ferry_schema_read_file(old_path, &jobs[0].buf, &jobs[0].len, err)) < 0)
+        return rc;
+    if ((rc = ferry_schema_read_file(new_path, &jobs[1].buf, &jobs[1].len, err)) < 0) {
+        free(jobs[0].buf);
+        return rc;
+    }
+    if (jobs[0].len == jobs[1].len && !memcmp(jobs[0].buf, jobs[1].buf, jobs[0].len)) {
+        free(jobs[1].buf);
+        load_job(&jobs[0]);
+        *err = jobs[0].err;
+        *old = *new_ = jobs[0].doc;
+        return *old ? 0 : err->code;
+    }
     pthread_t t;
     bool threaded = pthread_create(&t, NULL, load_job, &jobs[1]) == 0;
     load_job(&jobs[0]);
@@ -188,7 +208,7 @@ static int load_both(const char *old_path, const char *new_path, FerrySchemaDoc 
     ferry_schema_doc_free(*old);
     ferry_schema_doc_free(*new_);
     *old = *new_ = NULL;
-    return err->code ? err->code : -1;
+    return err->code;
 }
 
 int ferry_schema_check_main(int argc, char **argv)
@@ -274,15 +294,16 @@ int ferry_schema_check_main(int argc, char **argv)
             bad += ferry_schema_report_tally(rep, (FerrySchemaDirection)d, FERRY_SCHEMA_WARNING);
     }
     status = bad ? 1 : 0;
+    const char *const paths[2] = {argv[optind], argv[optind + 1]};
     if (!quiet) {
         if (json) {
-            if (print_json(stdout, old, new_, rep, dirs, min, status == 0) < 0) {
+            if (print_json(stdout, paths, old, new_, rep, dirs, min, status == 0) < 0) {
                 ferry_error_set(&err, -12, "cannot write the JSON report");
                 status = 2;
                 goto err_report;
             }
         } else {
-            print_text(stdout, old, new_, rep, dirs, min, strict);
+            print_text(stdout, paths, old, new_, rep, dirs, min, strict);
         }
     }
     goto out;
@@ -292,7 +313,8 @@ err_report:
         fprintf(stderr, "ferry schema check: %s\n", err.msg);
 out:
     ferry_schema_report_free(rep);
+    if (new_ != old)
+        ferry_schema_doc_free(new_);
     ferry_schema_doc_free(old);
-    ferry_schema_doc_free(new_);
     return status;
 }

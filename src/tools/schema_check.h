@@ -108,6 +108,8 @@ typedef struct FerrySchemaDoc FerrySchemaDoc;
 /* Load a file, auto-detecting the format. Caller frees. Errors name the file and the JSON path
  * ("new.json: $.sections[2].description.fields[0].type: unknown type \"u128\""). */
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err);
+/* Read a whole file into a malloc'd buffer with FERRY_JSON_PADDING spare bytes (caller frees). */
+int ferry_schema_read_file(const char *path, char **buf, size_t *len, FerryError *err);
 /* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is used in
  * messages (borrowed, copied). */
 FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,

@@ -678,33 +678,38 @@ err_free_doc:
     return NULL;
 }
 
-FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err)
+int ferry_schema_read_file(const char *path, char **buf, size_t *len, FerryError *err)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        ferry_error_set(err, -errno, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
+    if (!f)
+        return ferry_error_set(err, -errno, "%s: %s", path, strerror(errno));
     struct stat st;
+    int rc = 0;
     if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-        ferry_error_set(err, -EINVAL, "%s: not a regular file", path);
-        fclose(f);
-        return NULL;
+        rc = ferry_error_set(err, -EINVAL, "%s: not a regular file", path);
+        goto err_close;
     }
-    size_t len = (size_t)st.st_size;
-    char *buf = malloc(len + FERRY_JSON_PADDING);
-    if (!buf) {
-        fclose(f);
-        ferry_error_set(err, -ENOMEM, "%s: out of memory", path);
-        return NULL;
+    *len = (size_t)st.st_size;
+    if (!(*buf = malloc(*len + FERRY_JSON_PADDING))) {
+        rc = ferry_error_set(err, -ENOMEM, "%s: out of memory", path);
+        goto err_close;
     }
-    if (fread(buf, 1, len, f) != len) {
-        ferry_error_set(err, -EIO, "%s: read error", path);
-        free(buf);
-        fclose(f);
-        return NULL;
+    if (fread(*buf, 1, *len, f) != *len) {
+        rc = ferry_error_set(err, -EIO, "%s: read error", path);
+        free(*buf);
+        *buf = NULL;
     }
+err_close:
     fclose(f);
+    return rc;
+}
+
+FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err)
+{
+    char *buf;
+    size_t len;
+    if (ferry_schema_read_file(path, &buf, &len, err) < 0)
+        return NULL;
     return ferry_schema_doc_load_buffer(path, buf, len, err);
 }
 

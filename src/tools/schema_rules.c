@@ -23,8 +23,12 @@ typedef struct Ctx {
     const FerrySchemaDoc *src, *dst;
     const char *section;
     uint32_t instance;
-    char path[1024];
-    size_t plen;
+    /* The path is a stack of borrowed segments, formatted only when a finding is made: the walk
+     * visits every field of both schemas and most visits find nothing. */
+    struct {
+        const char *pre, *name, *post;
+    } seg[64];
+    size_t nseg;
     int rc; /* first allocation failure */
 } Ctx;
 
@@ -67,6 +71,21 @@ static char *expand(const Ctx *c, const char *in)
     return out;
 }
 
+/* Caller frees. */
+static char *format_path(const Ctx *c)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < c->nseg; i++)
+        n += strlen(c->seg[i].pre) + strlen(c->seg[i].name) + strlen(c->seg[i].post);
+    char *p = malloc(n), *w = p;
+    if (!p)
+        return NULL;
+    for (size_t i = 0; i < c->nseg; i++)
+        w = stpcpy(stpcpy(stpcpy(w, c->seg[i].pre), c->seg[i].name), c->seg[i].post);
+    *w = '\0';
+    return p;
+}
+
 __attribute__((format(printf, 6, 7))) static void finding(Ctx *c, FerrySchemaSeverity sev,
                                                           const char *rule, const char *why,
                                                           const char *fix, const char *fmt, ...)
@@ -93,7 +112,7 @@ __attribute__((format(printf, 6, 7))) static void finding(Ctx *c, FerrySchemaSev
     *f = (FerrySchemaFinding){.direction = c->dir, .severity = sev, .rule = rule,
                               .instance = c->instance};
     f->section = strdup(c->section ? c->section : "");
-    f->path = strdup(c->path);
+    f->path = format_path(c);
     f->message = expand(c, raw);
     f->why = expand(c, why);
     f->fix = expand(c, fix ? fix : "");
@@ -112,30 +131,21 @@ err_nomem:
     c->rc = -ENOMEM;
 }
 
-static void path_append(Ctx *c, const char *s)
-{
-    size_t n = strlen(s), room = sizeof(c->path) - 1 - c->plen;
-    if (n > room)
-        n = room;
-    memcpy(c->path + c->plen, s, n);
-    c->plen += n;
-    c->path[c->plen] = '\0';
-}
-
-/* Runs for every field compared: plain copies, no printf. */
 static size_t path_push(Ctx *c, const char *pre, const char *name, const char *post)
 {
-    size_t mark = c->plen;
-    path_append(c, pre);
-    path_append(c, name);
-    path_append(c, post);
+    size_t mark = c->nseg;
+    if (c->nseg < sizeof(c->seg) / sizeof(c->seg[0])) {
+        c->seg[c->nseg].pre = pre;
+        c->seg[c->nseg].name = name;
+        c->seg[c->nseg].post = post;
+        c->nseg++;
+    }
     return mark;
 }
 
 static void path_pop(Ctx *c, size_t mark)
 {
-    c->plen = mark;
-    c->path[mark] = '\0';
+    c->nseg = mark;
 }
 
 /* A field only the destination reads (forward: NEW added it; backward: NEW removed it). */
