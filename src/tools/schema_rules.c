@@ -35,7 +35,7 @@ typedef struct Ctx {
 /* ---- findings ---- */
 
 /* Messages are written once for both directions: {S} is the source's label, {D} the
- * destination's ("OLD"/"NEW"). */
+ * destination's ("OLD"/"NEW"); {F} says how a desynchronised payload fails in this format. */
 static char *expand(const Ctx *c, const char *in)
 {
     size_t n = strlen(in) + 1;
@@ -47,6 +47,9 @@ static char *expand(const Ctx *c, const char *in)
         const char *lab = NULL;
         if (p[0] == '{' && (p[1] == 'S' || p[1] == 'D') && p[2] == '}')
             lab = p[1] == 'S' ? c->src_label : c->dst_label;
+        else if (p[0] == '{' && p[1] == 'F' && p[2] == '}') /* how the desync shows */
+            lab = c->qemu ? "(QEMU: \"Missing section footer\")"
+                          : "(the record's length check fails the load)";
         size_t need = lab ? strlen(lab) : 1;
         if ((size_t)(w - out) + need + 1 > cap) {
             size_t off = (size_t)(w - out);
@@ -604,7 +607,7 @@ static void report_trailing(Ctx *c, const FerrySchemaField *df, const Cursor *sc
     const FerrySchemaField *g = gated_out(c, scur->desc, df->name, scur->version);
     if (g)
         finding(c, FERRY_SCHEMA_ERROR, "field-version-gap",
-                "{D} reads bytes {S} does not send (\"Missing section footer\")",
+                "{D} reads bytes {S} does not send {F}",
                 "give the field the same since version in both builds",
                 "{D} reads it from version-%u streams, {S} sends it only from version %u",
                 scur->version, g->since);
@@ -618,7 +621,7 @@ static void report_trailing(Ctx *c, const FerrySchemaField *df, const Cursor *sc
     else
         finding(c, FERRY_SCHEMA_ERROR, "field-appended",
                 "{S} never sends it: {D} reads the next bytes of the stream as this field "
-                "(\"Missing section footer\")",
+                "{F}",
                 fix_dst_only(c),
                 "{D} reads %s (size %llu) after the last field {S} sends", df->name,
                 (unsigned long long)df->size);
@@ -808,7 +811,7 @@ static void walk_fields(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc 
             else
                 finding(c, FERRY_SCHEMA_ERROR, "field-inserted",
                         "{D} reads bytes {S} never sent: every later field is misread "
-                        "(\"Missing section footer\")",
+                        "{F}",
                         fix_dst_only(c),
                         "{D} reads %s (size %llu) before %s; {S} does not send it (expected "
                         "\"%s\", got \"%s\")",
@@ -868,7 +871,7 @@ static void compare_subsections(Ctx *c, const FerrySchemaDesc *s, const FerrySch
             if (strlen(ss->desc->name) < pl + 1 || strncmp(ss->desc->name, d->name, pl))
                 finding(c, FERRY_SCHEMA_ERROR, "subsection-prefix",
                         "QEMU consumes a subsection only if its name starts with the parent's "
-                        "vmsd name: the stream stops there (\"Missing section footer\")",
+                        "vmsd name: the stream stops there {F}",
                         "name the subsection \"<parent vmsd name>/<something>\"",
                         "subsection \"%s\" is not prefixed by its parent's name \"%s\"",
                         ss->desc->name, d->name);
