@@ -1,13 +1,13 @@
 /* `ferry schema check OLD NEW`: loads two schemas, runs the rule engine in the requested
  * directions and prints the findings for people (default) or tools (--json). */
+#include "schema_check.h"
+
 #include <getopt.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "schema_check.h"
 
 static void usage(FILE *out)
 {
@@ -49,8 +49,8 @@ static void print_location(FILE *out, const FerrySchemaFinding *f, bool ferry)
 }
 
 static void print_text(FILE *out, const char *const paths[2], const FerrySchemaDoc *old,
-                       const FerrySchemaDoc *new_, const FerrySchemaReport *rep, const bool dirs[2], FerrySchemaSeverity min,
-                       bool strict)
+                       const FerrySchemaDoc *new_, const FerrySchemaReport *rep, const bool dirs[2],
+                       FerrySchemaSeverity min, bool strict)
 {
     const FerrySchemaDoc *docs[2] = {old, new_};
     const char *labels[2] = {"OLD", "NEW"};
@@ -58,8 +58,7 @@ static void print_text(FILE *out, const char *const paths[2], const FerrySchemaD
     for (int i = 0; i < 2; i++) {
         const char *m = ferry_schema_doc_machine(docs[i]);
         fprintf(out, "%s: %s (%s, machine %s, %zu sections)\n", labels[i], paths[i],
-                format_name(docs[i]), m ? m : "unknown",
-                ferry_schema_doc_count(docs[i]));
+                format_name(docs[i]), m ? m : "unknown", ferry_schema_doc_count(docs[i]));
     }
     for (int d = 0; d < 2; d++) {
         if (!dirs[d])
@@ -96,15 +95,14 @@ static void print_text(FILE *out, const char *const paths[2], const FerrySchemaD
 static json_t *doc_json(const char *path, const FerrySchemaDoc *d)
 {
     const char *m = ferry_schema_doc_machine(d);
-    return json_pack("{s:s, s:s, s:o, s:I}", "file", path, "format",
-                     format_name(d), "machine", m ? json_string(m) : json_null(), "sections",
+    return json_pack("{s:s, s:s, s:o, s:I}", "file", path, "format", format_name(d), "machine",
+                     m ? json_string(m) : json_null(), "sections",
                      (json_int_t)ferry_schema_doc_count(d));
 }
 
 static int print_json(FILE *out, const char *const paths[2], const FerrySchemaDoc *old,
-                      const FerrySchemaDoc *new_,
-                      const FerrySchemaReport *rep, const bool dirs[2], FerrySchemaSeverity min,
-                      bool compatible)
+                      const FerrySchemaDoc *new_, const FerrySchemaReport *rep, const bool dirs[2],
+                      FerrySchemaSeverity min, bool compatible)
 {
     bool ferry = ferry_schema_doc_format(old) == FERRY_SCHEMA_FORMAT_FERRY;
     json_t *root = json_object(), *summary = json_object(), *findings = json_array(),
@@ -123,8 +121,8 @@ static int print_json(FILE *out, const char *const paths[2], const FerrySchemaDo
             json_pack("{s:I, s:I, s:I}", "error",
                       (json_int_t)ferry_schema_report_tally(rep, dir, FERRY_SCHEMA_ERROR),
                       "warning",
-                      (json_int_t)ferry_schema_report_tally(rep, dir, FERRY_SCHEMA_WARNING),
-                      "info", (json_int_t)ferry_schema_report_tally(rep, dir, FERRY_SCHEMA_INFO)));
+                      (json_int_t)ferry_schema_report_tally(rep, dir, FERRY_SCHEMA_WARNING), "info",
+                      (json_int_t)ferry_schema_report_tally(rep, dir, FERRY_SCHEMA_INFO)));
     }
     for (size_t i = 0; i < ferry_schema_report_count(rep); i++) {
         const FerrySchemaFinding *f = ferry_schema_report_finding(rep, i);
@@ -132,9 +130,9 @@ static int print_json(FILE *out, const char *const paths[2], const FerrySchemaDo
             continue;
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "direction",
                               ferry_schema_direction_name(f->direction), "severity",
-                              ferry_schema_severity_name(f->severity), "rule", f->rule,
-                              "section", f->section, "path", f->path, "message", f->message,
-                              "why", f->why, "fix", f->fix);
+                              ferry_schema_severity_name(f->severity), "rule", f->rule, "section",
+                              f->section, "path", f->path, "message", f->message, "why", f->why,
+                              "fix", f->fix);
         if (!o)
             goto err_free;
         if (ferry && f->section[0])
@@ -232,11 +230,21 @@ int ferry_schema_check_main(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+qh", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_BOTH: both = true; break;
-        case OPT_REVERSE: reverse = true; break;
-        case OPT_JSON: json = true; break;
-        case 'q': quiet = true; break;
-        case OPT_STRICT: strict = true; break;
+        case OPT_BOTH:
+            both = true;
+            break;
+        case OPT_REVERSE:
+            reverse = true;
+            break;
+        case OPT_JSON:
+            json = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case OPT_STRICT:
+            strict = true;
+            break;
         case OPT_SEVERITY:
             if (!strcmp(optarg, "info"))
                 min = FERRY_SCHEMA_INFO;
@@ -249,7 +257,9 @@ int ferry_schema_check_main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': usage(stdout); return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
         default:
             fprintf(stderr, "ferry schema check: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);

@@ -4,12 +4,12 @@
 #ifndef FERRY_TOOLS_SCHEMA_CHECK_H
 #define FERRY_TOOLS_SCHEMA_CHECK_H
 
+#include "ferry/error.h"
+#include "ferry/state/state.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "ferry/error.h"
-#include "ferry/state/state.h"
 
 /* ---- JSON (schema_json.c) -------------------------------------------------------------------
  * A small DOM parser made for multi-megabyte dumps: the input buffer is decoded in place
@@ -112,16 +112,16 @@ typedef struct FerrySchemaDesc FerrySchemaDesc;
 
 typedef struct FerrySchemaField {
     const char *name;
-    bool typed;             /* Ferry: type and array are known; QEMU dumps only give a size */
+    bool typed; /* Ferry: type and array are known; QEMU dumps only give a size */
     FerryType type;
     FerryArrayKind array;
-    bool count_known;       /* Ferry, or QEMU >= 8.1 "num" */
-    uint64_t size;          /* one element in memory; buffer/string capacity */
-    uint64_t count;         /* FIXED length or VAR capacity */
-    uint64_t max;           /* ALLOC / LIST load bound */
-    const char *count_field; /* NULL if none */
-    uint32_t since;         /* QEMU field version_id */
-    bool exists;            /* has an existence predicate */
+    bool count_known;            /* Ferry, or QEMU >= 8.1 "num" */
+    uint64_t size;               /* one element in memory; buffer/string capacity */
+    uint64_t count;              /* FIXED length or VAR capacity */
+    uint64_t max;                /* ALLOC / LIST load bound */
+    const char *count_field;     /* NULL if none */
+    uint32_t since;              /* QEMU field version_id */
+    bool exists;                 /* has an existence predicate */
     const FerrySchemaDesc *desc; /* nested (struct, list element), else NULL */
 } FerrySchemaField;
 
@@ -159,8 +159,8 @@ typedef struct FerrySchemaDoc FerrySchemaDoc;
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err);
 /* Read a whole file into a malloc'd buffer with FERRY_JSON_PADDING spare bytes (caller frees). */
 int ferry_schema_read_file(const char *path, char **buf, size_t *len, FerryError *err);
-/* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is used in
- * messages (borrowed, copied). */
+/* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is
+ * used in messages (borrowed, copied). */
 FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
                                              FerryError *err);
 void ferry_schema_doc_free(FerrySchemaDoc *doc);
@@ -192,13 +192,13 @@ typedef enum FerrySchemaDirection {
 typedef struct FerrySchemaFinding {
     FerrySchemaDirection direction;
     FerrySchemaSeverity severity;
-    const char *rule;  /* stable id, e.g. "field-appended" (docs/compatibility.md) */
-    char *section;     /* section name ("" for document-level findings) */
+    const char *rule; /* stable id, e.g. "field-appended" (docs/compatibility.md) */
+    char *section;    /* section name ("" for document-level findings) */
     uint32_t instance;
-    char *path;        /* description.field{subsection}.field ... ("" at section level) */
-    char *message;     /* what differs */
-    char *why;         /* why it breaks (or why it does not) */
-    char *fix;         /* how to fix it ("" when nothing to do) */
+    char *path;    /* description.field{subsection}.field ... ("" at section level) */
+    char *message; /* what differs */
+    char *why;     /* why it breaks (or why it does not) */
+    char *fix;     /* how to fix it ("" when nothing to do) */
 } FerrySchemaFinding;
 
 typedef struct FerrySchemaReport FerrySchemaReport;

@@ -1,10 +1,11 @@
 /* In-place JSON DOM parser for schema dumps (QEMU -dump-vmstate files are ~800 KB each).
- * Strings are unescaped inside the caller's buffer, nodes come from an arena: one pass, no copies. */
+ * Strings are unescaped inside the caller's buffer, nodes come from an arena: one pass, no copies.
+ */
+#include "schema_check.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "schema_check.h"
 
 typedef struct Chunk {
     struct Chunk *next;
@@ -125,14 +126,30 @@ int ferry_json_cursor_string(FerryJsonCursor *ps, const char **out, uint32_t *le
         }
         ps->p = r;
         switch (r + 1 < ps->end ? r[1] : 0) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; break;
-        case '/': *w++ = '/'; break;
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
+        case '"':
+            *w++ = '"';
+            break;
+        case '\\':
+            *w++ = '\\';
+            break;
+        case '/':
+            *w++ = '/';
+            break;
+        case 'b':
+            *w++ = '\b';
+            break;
+        case 'f':
+            *w++ = '\f';
+            break;
+        case 'n':
+            *w++ = '\n';
+            break;
+        case 'r':
+            *w++ = '\r';
+            break;
+        case 't':
+            *w++ = '\t';
+            break;
         case 'u': {
             unsigned cp, lo;
             int rc = read_hex4(ps, r + 2, &cp);
@@ -272,7 +289,8 @@ static int parse_container(Parser *ps, size_t slot, unsigned depth, bool object)
             }
             if (*ps->c.p == close)
                 break;
-            return ferry_json_cursor_fail(&ps->c, object ? "expected ',' or '}'" : "expected ',' or ']'");
+            return ferry_json_cursor_fail(&ps->c,
+                                          object ? "expected ',' or '}'" : "expected ',' or ']'");
         }
     }
     ps->c.p++;
@@ -341,7 +359,8 @@ static int parse_value(Parser *ps, size_t slot, unsigned depth)
         if (c == '-' || (c >= '0' && c <= '9'))
             return ferry_json_cursor_number(&ps->c, v);
     }
-    return ferry_json_cursor_fail(&ps->c, ps->c.p >= ps->c.end ? "unexpected end of input" : "unexpected character");
+    return ferry_json_cursor_fail(&ps->c, ps->c.p >= ps->c.end ? "unexpected end of input"
+                                                               : "unexpected character");
 }
 
 FerryJsonDoc *ferry_json_parse(char *buf, size_t len, FerryError *err)

@@ -1,13 +1,13 @@
 /* Builds the checker's model (sections -> descriptions -> fields/subsections) from a QEMU
  * -dump-vmstate file or a Ferry schema file, so one rule engine serves both formats. */
+#include "ferry/state/schema.h"
+#include "schema_check.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-#include "ferry/state/schema.h"
-#include "schema_check.h"
 
 typedef struct MChunk {
     struct MChunk *next;
@@ -105,7 +105,7 @@ __attribute__((format(printf, 3, 4))) static int bad(Loader *ld, const PathFrame
 
 static const char *json_type_name(const FerryJson *v)
 {
-    static const char *const names[] = {"null",   "false",  "true",  "an integer",
+    static const char *const names[] = {"null",   "false",    "true",     "an integer",
                                         "a real", "a string", "an array", "an object"};
     return names[v->type];
 }
@@ -230,12 +230,18 @@ typedef struct QLoad {
 static const char *q_peek_type(QLoad *q)
 {
     switch (*q->c.p) {
-    case '"': return "a string";
-    case '{': return "an object";
-    case '[': return "an array";
-    case 't': return "true";
-    case 'f': return "false";
-    case 'n': return "null";
+    case '"':
+        return "a string";
+    case '{':
+        return "an object";
+    case '[':
+        return "an array";
+    case 't':
+        return "true";
+    case 'f':
+        return "false";
+    case 'n':
+        return "null";
     default: {
         FerryJson v;
         char *save = q->c.p;
@@ -361,8 +367,7 @@ static int q_skip(QLoad *q, unsigned depth)
     default:
         if (ch == '-' || (ch >= '0' && ch <= '9'))
             return (rc = ferry_json_cursor_number(&q->c, &v)) < 0 ? q_lexfail(q, rc) : 0;
-        return q_syntax(q, q->c.p >= q->c.end ? "unexpected end of input"
-                                              : "unexpected character");
+        return q_syntax(q, q->c.p >= q->c.end ? "unexpected end of input" : "unexpected character");
     }
 }
 
@@ -498,7 +503,9 @@ static int q_field(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaFie
         return rc;
     if (!has_name || !has_version || !has_size)
         return bad(q->ld, at, "missing member \"%s\"",
-                   !has_name ? "field" : !has_version ? "version_id" : "size");
+                   !has_name      ? "field"
+                   : !has_version ? "version_id"
+                                  : "size");
     return 0;
 }
 
@@ -879,8 +886,7 @@ static int build_index(Loader *ld)
                     return bad(ld, &at, "duplicate section");
                 }
                 PathFrame sa = {NULL, "sections", 0}, at = {&sa, NULL, i};
-                return bad(ld, &at, "duplicate section \"%s\" instance %u", s->name,
-                           s->instance);
+                return bad(ld, &at, "duplicate section \"%s\" instance %u", s->name, s->instance);
             }
             k = (k + 1) & (cap - 1);
         }
@@ -922,7 +928,7 @@ FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t
         peek.p++;
         ferry_json_skip_ws(&peek);
         for (const char *const *k = (const char *const[]){"\"format\"", "\"format_version\"",
-                                                           "\"machine\"", "\"sections\"", NULL};
+                                                          "\"machine\"", "\"sections\"", NULL};
              *k && !ferry; k++)
             ferry = (size_t)(peek.end - peek.p) >= strlen(*k) && !memcmp(peek.p, *k, strlen(*k));
     }

@@ -6,8 +6,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
+// clang-format off: cmocka needs the headers above first
 #include <cmocka.h>
+// clang-format on
 
 #include "schema_check.h"
 
@@ -34,8 +35,10 @@ static void test_json_values(void **state)
 {
     (void)state;
     FerryError err = {0};
-    FerryJsonDoc *d = parse(" {\"a\": [1, -2, 3.5, true, false, null, \"x\\u00e9\\n\\ud83d\\ude00\"],"
-                            " \"b\": {}, \"c\": []} ", &err);
+    FerryJsonDoc *d =
+        parse(" {\"a\": [1, -2, 3.5, true, false, null, \"x\\u00e9\\n\\ud83d\\ude00\"],"
+              " \"b\": {}, \"c\": []} ",
+              &err);
     assert_non_null(d);
     const FerryJson *a = ferry_json_get(ferry_json_root(d), "a");
     assert_non_null(a);
@@ -86,31 +89,34 @@ static void test_json_errors(void **state)
     "\"sections\": [" SECTIONS "]}"
 #define SERIAL(VER, FIELDS, SUBS)                                                                  \
     "{\"section\": \"serial\", \"instance\": 0, \"description\": {\"name\": \"serial\", "          \
-    "\"version\": " #VER ", \"min_version\": 1, \"fields\": [" FIELDS "], \"subsections\": ["     \
-    SUBS "]}}"
+    "\"version\": " #VER ", \"min_version\": 1, \"fields\": [" FIELDS "], \"subsections\": [" SUBS \
+    "]}}"
 #define U8(NAME) "{\"name\": \"" NAME "\", \"type\": \"u8\", \"size\": 1}"
-#define U8_SINCE(NAME, S) "{\"name\": \"" NAME "\", \"type\": \"u8\", \"size\": 1, \"since\": " #S "}"
+#define U8_SINCE(NAME, S)                                                                          \
+    "{\"name\": \"" NAME "\", \"type\": \"u8\", \"size\": 1, \"since\": " #S "}"
 
 static void test_load_errors_name_path(void **state)
 {
     (void)state;
     FerryError err = {0};
-    assert_null(load("x.json", FERRY_DOC(SERIAL(1, "{\"name\": \"a\", \"type\": \"u7\"}", "")),
-                     &err));
+    assert_null(
+        load("x.json", FERRY_DOC(SERIAL(1, "{\"name\": \"a\", \"type\": \"u7\"}", "")), &err));
     assert_string_equal(err.msg,
                         "x.json: $.sections[0].description.fields[0].type: unknown type \"u7\"");
-    assert_null(load("y.json", "{\"kvmclock\": {\"Description\": {\"name\": \"k\", "
-                               "\"version_id\": 1, \"Fields\": [{\"field\": \"c\", "
-                               "\"version_id\": \"0\", \"size\": 8}]}}}",
+    assert_null(load("y.json",
+                     "{\"kvmclock\": {\"Description\": {\"name\": \"k\", "
+                     "\"version_id\": 1, \"Fields\": [{\"field\": \"c\", "
+                     "\"version_id\": \"0\", \"size\": 8}]}}}",
                      &err));
     assert_string_equal(err.msg, "y.json: $.kvmclock.Description.Fields[0].version_id: expected "
                                  "an integer, got a string");
-    assert_null(load("z.json", "{\"format\": \"ferry-schema\", \"format_version\": 2, "
-                               "\"sections\": []}",
+    assert_null(load("z.json",
+                     "{\"format\": \"ferry-schema\", \"format_version\": 2, "
+                     "\"sections\": []}",
                      &err));
     assert_non_null(strstr(err.msg, "z.json: $.format_version: unsupported format_version 2"));
-    assert_null(load("d.json", FERRY_DOC(SERIAL(1, U8("a"), "") ", " SERIAL(1, U8("a"), "")),
-                     &err));
+    assert_null(
+        load("d.json", FERRY_DOC(SERIAL(1, U8("a"), "") ", " SERIAL(1, U8("a"), "")), &err));
     assert_non_null(strstr(err.msg, "duplicate section \"serial\" instance 0"));
 }
 
@@ -203,14 +209,15 @@ static void test_subsection_optional_matters(void **state)
 }
 
 #define QFIELD(NAME, V, SIZE)                                                                      \
-    "{\"field\": \"" NAME "\", \"version_id\": " #V ", \"field_exists\": false, \"size\": " #SIZE "}"
+    "{\"field\": \"" NAME "\", \"version_id\": " #V ", \"field_exists\": false, \"size\": " #SIZE  \
+    "}"
 #define QDOC(INNER_V, INNER_FIELDS)                                                                \
     "{\"vmschkmachine\": {\"Name\": \"pc\"}, \"dev\": {\"Name\": \"dev\", \"version_id\": 1, "     \
     "\"minimum_version_id\": 1, \"Description\": {\"name\": \"dev\", \"version_id\": 1, "          \
     "\"minimum_version_id\": 1, \"Fields\": [{\"field\": \"pci\", \"version_id\": 0, "             \
     "\"field_exists\": false, \"size\": 64, \"Description\": {\"name\": \"PCIDevice\", "           \
-    "\"version_id\": " #INNER_V ", \"minimum_version_id\": 1, \"Fields\": [" INNER_FIELDS "]}}, " \
-    QFIELD("x", 0, 4) "]}}}"
+    "\"version_id\": " #INNER_V ", \"minimum_version_id\": 1, \"Fields\": [" INNER_FIELDS          \
+    "]}}, " QFIELD("x", 0, 4) "]}}}"
 
 /* QEMU loads a nested struct at the destination's own version: a field added behind a nested
  * version bump is read from an old source that never sent it. The checker misses this. */
@@ -222,8 +229,8 @@ static void test_qemu_nested_struct_local_version(void **state)
         {FERRY_SCHEMA_BACKWARD, FERRY_SCHEMA_ERROR, "version-too-new", "dev.pci"},
         {FERRY_SCHEMA_BACKWARD, FERRY_SCHEMA_ERROR, "field-removed", "dev.pci.irq"},
     };
-    check(QDOC(1, QFIELD("config", 0, 16)), QDOC(2, QFIELD("config", 0, 16) "," QFIELD("irq", 2, 4)),
-          w, 3);
+    check(QDOC(1, QFIELD("config", 0, 16)),
+          QDOC(2, QFIELD("config", 0, 16) "," QFIELD("irq", 2, 4)), w, 3);
 }
 
 static void test_formats_must_match(void **state)
