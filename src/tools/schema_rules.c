@@ -75,7 +75,7 @@ static char *expand(const Ctx *c, const char *in)
 }
 
 /* Caller frees. */
-static char *format_path(const Ctx *c)
+static char *finding_path(const Ctx *c)
 {
     size_t n = 1;
     for (size_t i = 0; i < c->nseg; i++)
@@ -115,7 +115,7 @@ __attribute__((format(printf, 6, 7))) static void finding(Ctx *c, FerrySchemaSev
     *f = (FerrySchemaFinding){
         .direction = c->dir, .severity = sev, .rule = rule, .instance = c->instance};
     f->section = strdup(c->section ? c->section : "");
-    f->path = format_path(c);
+    f->path = finding_path(c);
     f->message = expand(c, raw);
     f->why = expand(c, why);
     f->fix = expand(c, fix ? fix : "");
