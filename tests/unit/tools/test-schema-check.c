@@ -10,6 +10,7 @@
 #include <cmocka.h>
 // clang-format on
 
+#include "ferry/state/schema.h"
 #include "schema_check.h"
 
 static char *dup_buf(const char *s)
@@ -249,6 +250,85 @@ static void test_formats_must_match(void **state)
     ferry_schema_doc_free(n);
 }
 
+/* The real exporter (libferry's ferry_schema_dumps) feeds the checker: a serial device appends a
+ * register without a version bump between two builds' tables. */
+typedef struct Serial {
+    uint8_t lsr, ier;
+    uint16_t div;
+    uint8_t scr;
+} Serial;
+static const FerryField serial_v1_fields[] = {FERRY_FIELD(Serial, lsr), FERRY_FIELD(Serial, ier),
+                                              FERRY_FIELD(Serial, div), FERRY_END};
+static const FerryField serial_v1_appended[] = {FERRY_FIELD(Serial, lsr), FERRY_FIELD(Serial, ier),
+                                                FERRY_FIELD(Serial, div), FERRY_FIELD(Serial, scr),
+                                                FERRY_END};
+static const FerryField serial_v2_fields[] = {FERRY_FIELD(Serial, lsr), FERRY_FIELD(Serial, ier),
+                                              FERRY_FIELD(Serial, div),
+                                              FERRY_FIELD(Serial, scr, .since = 2), FERRY_END};
+static const FerryDesc serial_old = {.name = "serial",
+                                     .version = 1,
+                                     .min_version = 1,
+                                     .size = sizeof(Serial),
+                                     .fields = serial_v1_fields};
+static const FerryDesc serial_bad = {.name = "serial",
+                                     .version = 1,
+                                     .min_version = 1,
+                                     .size = sizeof(Serial),
+                                     .fields = serial_v1_appended};
+static const FerryDesc serial_good = {.name = "serial",
+                                      .version = 2,
+                                      .min_version = 1,
+                                      .size = sizeof(Serial),
+                                      .fields = serial_v2_fields};
+
+static FerrySchemaDoc *export_doc(const char *name, const FerryDesc *d)
+{
+    FerryError err = {0};
+    FerryRegistry *reg = ferry_registry_new();
+    assert_non_null(reg);
+    assert_int_equal(ferry_registry_add(reg, "serial", 0, d, NULL, &err), 0);
+    char *text = ferry_schema_dumps(reg, "ferry-1.0");
+    assert_non_null(text);
+    FerrySchemaDoc *doc = load(name, text, &err);
+    if (!doc)
+        fail_msg("%s", err.msg);
+    free(text);
+    ferry_registry_free(reg);
+    return doc;
+}
+
+static size_t count_rule(const FerrySchemaReport *r, FerrySchemaDirection dir,
+                         FerrySchemaSeverity sev, const char *rule)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ferry_schema_report_count(r); i++) {
+        const FerrySchemaFinding *f = ferry_schema_report_finding(r, i);
+        n += f->direction == dir && f->severity == sev && !strcmp(f->rule, rule);
+    }
+    return n;
+}
+
+static void test_real_exporter(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    FerrySchemaDoc *old = export_doc("old", &serial_old), *bad = export_doc("bad", &serial_bad),
+                   *good = export_doc("good", &serial_good);
+    FerrySchemaReport *r = ferry_schema_report_new();
+    assert_int_equal(ferry_schema_compare(old, bad, FERRY_SCHEMA_FORWARD, r, &err), 0);
+    assert_int_equal(count_rule(r, FERRY_SCHEMA_FORWARD, FERRY_SCHEMA_ERROR, "field-appended"), 1);
+    ferry_schema_report_free(r);
+    r = ferry_schema_report_new();
+    assert_int_equal(ferry_schema_compare(old, good, FERRY_SCHEMA_FORWARD, r, &err), 0);
+    assert_int_equal(ferry_schema_report_tally(r, FERRY_SCHEMA_FORWARD, FERRY_SCHEMA_ERROR), 0);
+    assert_int_equal(
+        count_rule(r, FERRY_SCHEMA_FORWARD, FERRY_SCHEMA_INFO, "field-added-versioned"), 1);
+    ferry_schema_report_free(r);
+    ferry_schema_doc_free(old);
+    ferry_schema_doc_free(bad);
+    ferry_schema_doc_free(good);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_subsection_optional_matters),
         cmocka_unit_test(test_qemu_nested_struct_local_version),
         cmocka_unit_test(test_formats_must_match),
+        cmocka_unit_test(test_real_exporter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
