@@ -157,8 +157,7 @@ err_free:
 
 typedef struct LoadJob {
     const char *path;
-    char *buf;
-    size_t len;
+    FerrySchemaInput in;
     FerrySchemaDoc *doc;
     FerryError err;
 } LoadJob;
@@ -166,7 +165,7 @@ typedef struct LoadJob {
 static void *load_job(void *arg)
 {
     LoadJob *j = arg;
-    j->doc = ferry_schema_doc_load_buffer(j->path, j->buf, j->len, &j->err);
+    j->doc = ferry_schema_doc_load_input(j->path, &j->in, &j->err);
     return NULL;
 }
 
@@ -178,14 +177,15 @@ static int load_both(const char *old_path, const char *new_path, FerrySchemaDoc 
     LoadJob jobs[2] = {{.path = old_path}, {.path = new_path}};
     int rc;
     *old = *new_ = NULL;
-    if ((rc = ferry_schema_read_file(old_path, &jobs[0].buf, &jobs[0].len, err)) < 0)
+    if ((rc = ferry_schema_input_open(old_path, &jobs[0].in, err)) < 0)
         return rc;
-    if ((rc = ferry_schema_read_file(new_path, &jobs[1].buf, &jobs[1].len, err)) < 0) {
-        free(jobs[0].buf);
+    if ((rc = ferry_schema_input_open(new_path, &jobs[1].in, err)) < 0) {
+        ferry_schema_input_release(&jobs[0].in);
         return rc;
     }
-    if (jobs[0].len == jobs[1].len && !memcmp(jobs[0].buf, jobs[1].buf, jobs[0].len)) {
-        free(jobs[1].buf);
+    if (jobs[0].in.len == jobs[1].in.len &&
+        !memcmp(jobs[0].in.buf, jobs[1].in.buf, jobs[0].in.len)) {
+        ferry_schema_input_release(&jobs[1].in);
         load_job(&jobs[0]);
         *err = jobs[0].err;
         *old = *new_ = jobs[0].doc;

@@ -87,6 +87,11 @@ static inline void ferry_json_skip_ws(FerryJsonCursor *c)
 int ferry_json_cursor_fail(FerryJsonCursor *c, const char *what);
 /* At an opening quote: decode in place, NUL-terminate, point *out into the buffer. */
 int ferry_json_cursor_string(FerryJsonCursor *c, const char **out, uint32_t *len);
+/* Without writing: the raw length of the string at the cursor (its opening quote) and whether it
+ * has escapes, so a caller can copy it (no escapes: the raw bytes are the text) or decode it
+ * elsewhere with ferry_json_cursor_string_to (`dst`: raw length + 1 bytes). */
+int ferry_json_cursor_span(FerryJsonCursor *c, size_t *raw_len, bool *escaped);
+int ferry_json_cursor_string_to(FerryJsonCursor *c, char *dst, const char **out, uint32_t *len);
 /* At a number: fills v (FERRY_JSON_INT, or FERRY_JSON_REAL when fractional or too large). */
 int ferry_json_cursor_number(FerryJsonCursor *c, FerryJson *v);
 #define FERRY_JSON_MAX_DEPTH 128
@@ -157,8 +162,18 @@ typedef struct FerrySchemaDoc FerrySchemaDoc;
 /* Load a file, auto-detecting the format. Caller frees. Errors name the file and the JSON path
  * ("new.json: $.sections[2].description.fields[0].type: unknown type \"u128\""). */
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err);
-/* Read a whole file into a malloc'd buffer with FERRY_JSON_PADDING spare bytes (caller frees). */
-int ferry_schema_read_file(const char *path, char **buf, size_t *len, FerryError *err);
+/* A file's bytes, with FERRY_JSON_PADDING readable zero bytes after them: a read-only mapping
+ * or a heap copy. Release with ferry_schema_input_release (unless a load took it). */
+typedef struct FerrySchemaInput {
+    char *buf;
+    size_t len;
+    size_t map_len; /* non-zero: buf is a mapping */
+} FerrySchemaInput;
+int ferry_schema_input_open(const char *path, FerrySchemaInput *in, FerryError *err);
+void ferry_schema_input_release(FerrySchemaInput *in);
+/* Load from an input; takes ownership of it (released on success and on failure). */
+FerrySchemaDoc *ferry_schema_doc_load_input(const char *name, FerrySchemaInput *in,
+                                            FerryError *err);
 /* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is
  * used in messages (borrowed, copied). */
 FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,

@@ -100,13 +100,21 @@ static int read_hex4(FerryJsonCursor *ps, const char *q, unsigned *out)
 }
 
 /* ps->p is on the opening quote. Decodes in place and NUL-terminates (over the closing quote). */
-int ferry_json_cursor_string(FerryJsonCursor *ps, const char **out, uint32_t *len)
+/* Decodes the string at ps->p (its opening quote) into `dst`, or in place when `dst` is NULL
+ * (decoded text is never longer than its encoding). `dst` holds at least the raw length + 1. */
+static int decode_string(FerryJsonCursor *ps, char *dst, const char **out, uint32_t *len)
 {
     char *start = ++ps->p, *r = start, *w;
     unsigned char c;
     while ((c = (unsigned char)*r) != '"' && c != '\\' && c >= 0x20)
         r++;
-    w = r;
+    if (dst) {
+        memcpy(dst, start, (size_t)(r - start));
+        w = dst + (r - start);
+        start = dst;
+    } else {
+        w = r;
+    }
     for (;;) {
         c = (unsigned char)*r;
         if (c == '"')
@@ -196,6 +204,41 @@ int ferry_json_cursor_string(FerryJsonCursor *ps, const char **out, uint32_t *le
     ps->p = r + 1;
     *out = start;
     return 0;
+}
+
+int ferry_json_cursor_string(FerryJsonCursor *ps, const char **out, uint32_t *len)
+{
+    return decode_string(ps, NULL, out, len);
+}
+
+int ferry_json_cursor_span(FerryJsonCursor *ps, size_t *raw_len, bool *escaped)
+{
+    const char *start = ps->p + 1, *r = start;
+    unsigned char c0;
+    while ((c0 = (unsigned char)*r) != '"' && c0 != '\\' && c0 >= 0x20)
+        r++;
+    *escaped = c0 == '\\';
+    for (;;) {
+        unsigned char c = (unsigned char)*r;
+        if (c == '"')
+            break;
+        if (r >= ps->end) {
+            ps->p = (char *)r;
+            return ferry_json_cursor_fail(ps, "unterminated string");
+        }
+        if (c < 0x20) {
+            ps->p = (char *)r;
+            return ferry_json_cursor_fail(ps, "control character in string");
+        }
+        r += c == '\\' && r + 1 < ps->end ? 2 : 1;
+    }
+    *raw_len = (size_t)(r - start);
+    return 0;
+}
+
+int ferry_json_cursor_string_to(FerryJsonCursor *ps, char *dst, const char **out, uint32_t *len)
+{
+    return decode_string(ps, dst, out, len);
 }
 
 int ferry_json_cursor_number(FerryJsonCursor *ps, FerryJson *v)

@@ -4,10 +4,13 @@
 #include "schema_check.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct MChunk {
     struct MChunk *next;
@@ -20,7 +23,6 @@ struct FerrySchemaDoc {
     char *name;
     const char *machine;
     FerryJsonDoc *json; /* Ferry: strings of the model point into it */
-    char *buf;          /* QEMU: the same, for the streaming loader */
     FerrySchemaSection *sections;
     size_t nsections;
     long *index; /* open addressing over (name, instance); -1 empty */
@@ -40,7 +42,18 @@ typedef struct Loader {
     FerryError *err;
 } Loader;
 
+static void *model_alloc_raw(FerrySchemaDoc *doc, size_t bytes);
+
 static void *model_alloc(FerrySchemaDoc *doc, size_t bytes)
+{
+    void *r = model_alloc_raw(doc, bytes);
+    if (r)
+        memset(r, 0, bytes);
+    return r;
+}
+
+/* Uninitialised: strings are copied in whole. */
+static void *model_alloc_raw(FerrySchemaDoc *doc, size_t bytes)
 {
     bytes = (bytes + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
     if (bytes == 0)
@@ -58,7 +71,6 @@ static void *model_alloc(FerrySchemaDoc *doc, size_t bytes)
     }
     void *r = (char *)c->data + c->used;
     c->used += bytes;
-    memset(r, 0, bytes);
     return r;
 }
 
@@ -223,7 +235,8 @@ uint64_t ferry_schema_desc_shape(const FerrySchemaDesc *d)
  * ~800 KB, and the checker's speed is mostly this loop) ---- */
 typedef struct QLoad {
     Loader *ld;
-    FerryJsonCursor c;
+    FerryJsonCursor c; /* never writes: the input may be a read-only mapping of the file */
+    char keybuf[256];  /* the current member name (short-lived) */
 } QLoad;
 
 /* What the value at the cursor is, for "expected X, got Y" (numbers are scanned). */
@@ -262,11 +275,39 @@ static int q_syntax(QLoad *q, const char *what)
     return rc;
 }
 
+/* The string at the cursor, NUL-terminated in `dst` (cap bytes) or, when longer, in the model
+ * arena. One scan; escapes (rare in dumps) take a second, decoding pass. */
+static int q_copy_string(QLoad *q, char *dst, size_t cap, const char **out, size_t *len);
+
 /* The scanner already said where and what: add the file name. */
 static int q_lexfail(QLoad *q, int rc)
 {
     ferry_error_prefix(q->ld->err, "%s: ", q->ld->doc->name);
     return rc;
+}
+
+static int q_copy_string(QLoad *q, char *dst, size_t cap, const char **out, size_t *len)
+{
+    size_t raw;
+    bool esc;
+    uint32_t dlen;
+    int rc = ferry_json_cursor_span(&q->c, &raw, &esc);
+    if (rc < 0)
+        return q_lexfail(q, rc);
+    if (raw >= cap && !(dst = model_alloc_raw(q->ld->doc, raw + 1)))
+        return ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+    if (!esc) {
+        memcpy(dst, q->c.p + 1, raw);
+        dst[raw] = '\0';
+        q->c.p += raw + 2;
+        *out = dst;
+        *len = raw;
+        return 0;
+    }
+    if ((rc = ferry_json_cursor_string_to(&q->c, dst, out, &dlen)) < 0)
+        return q_lexfail(q, rc);
+    *len = dlen;
+    return 0;
 }
 
 /* Opens an object: expects '{'. */
@@ -282,9 +323,8 @@ static int q_open(QLoad *q, const PathFrame *at, const char *what)
 }
 
 /* Next member of an open object: 1 with *key set, 0 at '}', negative on error. */
-static int q_key(QLoad *q, bool *first, const char **key)
+static int q_key(QLoad *q, bool *first, const char **key, size_t *klen)
 {
-    uint32_t len;
     ferry_json_skip_ws(&q->c);
     if (*q->c.p == '}') {
         q->c.p++;
@@ -299,9 +339,9 @@ static int q_key(QLoad *q, bool *first, const char **key)
     *first = false;
     if (*q->c.p != '"')
         return q_syntax(q, "expected a string (object key)");
-    int rc = ferry_json_cursor_string(&q->c, key, &len);
+    int rc = q_copy_string(q, q->keybuf, sizeof(q->keybuf), key, klen);
     if (rc < 0)
-        return q_lexfail(q, rc);
+        return rc;
     ferry_json_skip_ws(&q->c);
     if (*q->c.p != ':')
         return q_syntax(q, "expected ':' after an object key");
@@ -337,11 +377,12 @@ static int q_skip(QLoad *q, unsigned depth)
     bool first = true;
     const char *k;
     FerryJson v;
-    uint32_t len;
+    size_t raw, kl;
+    bool esc;
     switch (ch) {
     case '{':
         q->c.p++;
-        while ((rc = q_key(q, &first, &k)) > 0)
+        while ((rc = q_key(q, &first, &k, &kl)) > 0)
             if ((rc = q_skip(q, depth + 1)) < 0)
                 return rc;
         return rc;
@@ -352,7 +393,10 @@ static int q_skip(QLoad *q, unsigned depth)
                 return rc;
         return rc;
     case '"':
-        return (rc = ferry_json_cursor_string(&q->c, &k, &len)) < 0 ? q_lexfail(q, rc) : 0;
+        if ((rc = ferry_json_cursor_span(&q->c, &raw, &esc)) < 0)
+            return q_lexfail(q, rc);
+        q->c.p += raw + 2;
+        return 0;
     case 't':
     case 'n':
     case 'f': {
@@ -401,11 +445,10 @@ static int q_u32(QLoad *q, const PathFrame *at, const char *key, uint32_t *out)
 static int q_string(QLoad *q, const PathFrame *at, const char *key, const char **out)
 {
     PathFrame here = {at, key, 0};
-    uint32_t len;
+    size_t len;
     if (*q->c.p != '"')
         return bad(q->ld, &here, "expected a string, got %s", q_peek_type(q));
-    int rc = ferry_json_cursor_string(&q->c, out, &len);
-    return rc < 0 ? q_lexfail(q, rc) : 0;
+    return q_copy_string(q, NULL, 0, out, &len);
 }
 
 static int q_bool(QLoad *q, const PathFrame *at, const char *key, bool *out)
@@ -423,6 +466,8 @@ static int q_bool(QLoad *q, const PathFrame *at, const char *key, bool *out)
     }
     return bad(q->ld, &here, "expected true or false, got %s", q_peek_type(q));
 }
+
+#define KEY_IS(lit) (klen == sizeof(lit) - 1 && !memcmp(key, lit, sizeof(lit) - 1))
 
 /* A growable array on the C stack first (most descriptions have a handful of fields). */
 typedef struct Grow {
@@ -473,24 +518,25 @@ static int q_field(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaFie
     int rc;
     bool first = true, has_name = false, has_version = false, has_size = false;
     const char *key;
+    size_t klen;
     if ((rc = q_open(q, at, "a field object")) < 0)
         return rc;
-    while ((rc = q_key(q, &first, &key)) > 0) {
-        if (!strcmp(key, "field")) {
+    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+        if (KEY_IS("field")) {
             rc = q_string(q, at, key, &f->name);
             has_name = true;
-        } else if (!strcmp(key, "version_id")) {
+        } else if (KEY_IS("version_id")) {
             rc = q_u32(q, at, key, &f->since);
             has_version = true;
-        } else if (!strcmp(key, "field_exists")) {
+        } else if (KEY_IS("field_exists")) {
             rc = q_bool(q, at, key, &f->exists);
-        } else if (!strcmp(key, "size")) {
+        } else if (KEY_IS("size")) {
             rc = q_uint(q, at, key, UINT64_MAX >> 1, &f->size);
             has_size = true;
-        } else if (!strcmp(key, "num")) { /* QEMU >= 8.1 */
+        } else if (KEY_IS("num")) { /* QEMU >= 8.1 */
             rc = q_uint(q, at, key, UINT32_MAX, &f->count);
             f->count_known = true;
-        } else if (!strcmp(key, "Description")) {
+        } else if (KEY_IS("Description")) {
             PathFrame here = {at, "Description", 0};
             rc = q_desc(q, &here, depth + 1, &f->desc);
         } else {
@@ -574,6 +620,7 @@ static int q_desc(QLoad *q, const PathFrame *at, unsigned depth, const FerrySche
     int rc;
     bool first = true, has_name = false, has_version = false;
     const char *key;
+    size_t klen;
     if (depth > 32)
         return bad(q->ld, at, "descriptions nested too deeply");
     FerrySchemaDesc *d = model_alloc(q->ld->doc, sizeof(*d));
@@ -581,20 +628,20 @@ static int q_desc(QLoad *q, const PathFrame *at, unsigned depth, const FerrySche
         return ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
     if ((rc = q_open(q, at, "a description object")) < 0)
         return rc;
-    while ((rc = q_key(q, &first, &key)) > 0) {
-        if (!strcmp(key, "name")) {
+    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+        if (KEY_IS("name")) {
             rc = q_string(q, at, key, &d->name);
             has_name = true;
-        } else if (!strcmp(key, "version_id")) {
+        } else if (KEY_IS("version_id")) {
             rc = q_u32(q, at, key, &d->version);
             has_version = true;
-        } else if (!strcmp(key, "minimum_version_id")) {
+        } else if (KEY_IS("minimum_version_id")) {
             rc = q_u32(q, at, key, &d->min_version);
             d->has_min_version = true;
-        } else if (!strcmp(key, "Fields")) {
+        } else if (KEY_IS("Fields")) {
             rc = q_fields(q, at, depth, d);
             d->has_fields = true;
-        } else if (!strcmp(key, "Subsections")) {
+        } else if (KEY_IS("Subsections")) {
             rc = q_subsections(q, at, depth, d);
             d->has_subsections = true;
         } else {
@@ -616,19 +663,20 @@ static int q_section(QLoad *q, const PathFrame *at, FerrySchemaSection *s)
     int rc;
     bool first = true;
     const char *key, *qname;
+    size_t klen;
     if ((rc = q_open(q, at, "an object")) < 0)
         return rc;
-    while ((rc = q_key(q, &first, &key)) > 0) {
-        if (!strcmp(key, "Name")) {
+    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+        if (KEY_IS("Name")) {
             rc = q_string(q, at, key, &qname);
             s->has_name = true;
-        } else if (!strcmp(key, "version_id")) {
+        } else if (KEY_IS("version_id")) {
             rc = q_u32(q, at, key, &s->version);
             s->has_version = true;
-        } else if (!strcmp(key, "minimum_version_id")) {
+        } else if (KEY_IS("minimum_version_id")) {
             rc = q_u32(q, at, key, &s->min_version);
             s->has_min_version = true;
-        } else if (!strcmp(key, "Description")) {
+        } else if (KEY_IS("Description")) {
             PathFrame here = {at, "Description", 0};
             rc = q_desc(q, &here, 0, &s->desc);
         } else {
@@ -644,7 +692,7 @@ static int load_qemu(Loader *ld, char *buf, size_t len)
 {
     FerrySchemaDoc *doc = ld->doc;
     QLoad q = {.ld = ld, .c = {.buf = buf, .p = buf, .end = buf + len, .err = ld->err}};
-    size_t cap = 256;
+    size_t cap = 256, klen;
     bool first = true;
     const char *key;
     int rc;
@@ -653,14 +701,20 @@ static int load_qemu(Loader *ld, char *buf, size_t len)
         return ferry_error_set(ld->err, -ENOMEM, "out of memory");
     if ((rc = q_open(&q, NULL, "an object (a QEMU -dump-vmstate dump or a Ferry schema)")) < 0)
         return rc;
-    while ((rc = q_key(&q, &first, &key)) > 0) {
+    while ((rc = q_key(&q, &first, &key, &klen)) > 0) {
+        size_t kl = klen;
+        char *name = model_alloc_raw(doc, kl + 1); /* the section name outlives the key buffer */
+        if (!name)
+            return ferry_error_set(ld->err, -ENOMEM, "out of memory");
+        key = memcpy(name, key, kl + 1);
         PathFrame at = {NULL, key, 0};
-        if (!strcmp(key, "vmschkmachine")) {
+        if (KEY_IS("vmschkmachine")) {
             bool f2 = true;
             const char *k2;
+            size_t klen2;
             if ((rc = q_open(&q, &at, "an object")) < 0)
                 return rc;
-            while ((rc = q_key(&q, &f2, &k2)) > 0) {
+            while ((rc = q_key(&q, &f2, &k2, &klen2)) > 0) {
                 rc = !strcmp(k2, "Name") ? q_string(&q, &at, k2, &doc->machine) : q_skip(&q, 1);
                 if (rc < 0)
                     return rc;
@@ -907,20 +961,74 @@ long ferry_schema_doc_find(const FerrySchemaDoc *doc, const char *name, uint32_t
     return -1;
 }
 
-FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
-                                             FerryError *err)
+/* Read-only mapping when the page holding the end of the file leaves room for the scanner's
+ * padding (the kernel zero-fills it: that is the NUL sentinel); otherwise a heap copy. */
+int ferry_schema_input_open(const char *path, FerrySchemaInput *in, FerryError *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = 0;
+    *in = (FerrySchemaInput){0};
+    if (fd < 0)
+        return ferry_error_set(err, -errno, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        rc = ferry_error_set(err, -EINVAL, "%s: not a regular file", path);
+        goto err_close;
+    }
+    in->len = (size_t)st.st_size;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), tail = in->len % page;
+    if (tail && tail <= page - FERRY_JSON_PADDING) {
+        void *m = mmap(NULL, in->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+        if (m != MAP_FAILED) {
+            in->buf = m;
+            in->map_len = in->len;
+            goto out_close;
+        }
+    }
+    if (!(in->buf = malloc(in->len + FERRY_JSON_PADDING))) {
+        rc = ferry_error_set(err, -ENOMEM, "%s: out of memory", path);
+        goto err_close;
+    }
+    for (size_t got = 0; got < in->len;) {
+        ssize_t n = read(fd, in->buf + got, in->len - got);
+        if (n <= 0) {
+            rc = ferry_error_set(err, n < 0 ? -errno : -EIO, "%s: read error", path);
+            free(in->buf);
+            in->buf = NULL;
+            goto err_close;
+        }
+        got += (size_t)n;
+    }
+    memset(in->buf + in->len, 0, FERRY_JSON_PADDING);
+out_close:
+err_close:
+    close(fd);
+    return rc;
+}
+
+void ferry_schema_input_release(FerrySchemaInput *in)
+{
+    if (in->map_len)
+        munmap(in->buf, in->map_len);
+    else
+        free(in->buf);
+    *in = (FerrySchemaInput){0};
+}
+
+FerrySchemaDoc *ferry_schema_doc_load_input(const char *name, FerrySchemaInput *in, FerryError *err)
 {
     FerrySchemaDoc *doc = calloc(1, sizeof(*doc));
     if (!doc || !(doc->name = strdup(name))) {
         free(doc);
-        free(buf);
+        ferry_schema_input_release(in);
         ferry_error_set(err, -ENOMEM, "out of memory");
         return NULL;
     }
     Loader ld = {doc, err};
+    char *buf = in->buf;
+    size_t len = in->len;
     /* Ferry schemas open with "format" (schema-format.md's fixed key order); anything else is
-     * read as a QEMU dump, streamed into the model. */
-    memset(buf + len, 0, FERRY_JSON_PADDING);
+     * read as a QEMU dump, streamed into the model without writing to the input. */
     FerryJsonCursor peek = {.buf = buf, .p = buf, .end = buf + len};
     ferry_json_skip_ws(&peek);
     bool ferry = false;
@@ -933,17 +1041,30 @@ FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t
             ferry = (size_t)(peek.end - peek.p) >= strlen(*k) && !memcmp(peek.p, *k, strlen(*k));
     }
     if (!ferry) {
-        doc->buf = buf;
-        if (load_qemu(&ld, buf, len) < 0)
+        int rc = load_qemu(&ld, buf, len);
+        ferry_schema_input_release(in); /* the model holds copies of every string */
+        if (rc < 0)
             goto err_free_doc;
     } else {
-        doc->json = ferry_json_parse(buf, len, err);
+        /* The DOM parser decodes in place: it needs a private, writable copy. */
+        if (in->map_len) {
+            char *copy = malloc(len + FERRY_JSON_PADDING);
+            if (!copy) {
+                ferry_schema_input_release(in);
+                ferry_error_set(err, -ENOMEM, "%s: out of memory", name);
+                goto err_free_doc;
+            }
+            memcpy(copy, buf, len);
+            ferry_schema_input_release(in);
+            buf = copy;
+        }
+        *in = (FerrySchemaInput){0};
+        doc->json = ferry_json_parse(buf, len, err); /* takes buf */
         if (!doc->json) {
             ferry_error_prefix(err, "%s: ", name);
             goto err_free_doc;
         }
-        const FerryJson *root = ferry_json_root(doc->json);
-        if (load_ferry(&ld, root) < 0)
+        if (load_ferry(&ld, ferry_json_root(doc->json)) < 0)
             goto err_free_doc;
     }
     if (build_index(&ld) < 0)
@@ -955,39 +1076,20 @@ err_free_doc:
     return NULL;
 }
 
-int ferry_schema_read_file(const char *path, char **buf, size_t *len, FerryError *err)
+FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
+                                             FerryError *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ferry_error_set(err, -errno, "%s: %s", path, strerror(errno));
-    struct stat st;
-    int rc = 0;
-    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-        rc = ferry_error_set(err, -EINVAL, "%s: not a regular file", path);
-        goto err_close;
-    }
-    *len = (size_t)st.st_size;
-    if (!(*buf = malloc(*len + FERRY_JSON_PADDING))) {
-        rc = ferry_error_set(err, -ENOMEM, "%s: out of memory", path);
-        goto err_close;
-    }
-    if (fread(*buf, 1, *len, f) != *len) {
-        rc = ferry_error_set(err, -EIO, "%s: read error", path);
-        free(*buf);
-        *buf = NULL;
-    }
-err_close:
-    fclose(f);
-    return rc;
+    memset(buf + len, 0, FERRY_JSON_PADDING);
+    FerrySchemaInput in = {.buf = buf, .len = len};
+    return ferry_schema_doc_load_input(name, &in, err);
 }
 
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err)
 {
-    char *buf;
-    size_t len;
-    if (ferry_schema_read_file(path, &buf, &len, err) < 0)
+    FerrySchemaInput in;
+    if (ferry_schema_input_open(path, &in, err) < 0)
         return NULL;
-    return ferry_schema_doc_load_buffer(path, buf, len, err);
+    return ferry_schema_doc_load_input(path, &in, err);
 }
 
 void ferry_schema_doc_free(FerrySchemaDoc *doc)
@@ -999,7 +1101,6 @@ void ferry_schema_doc_free(FerrySchemaDoc *doc)
         free(c);
     }
     ferry_json_free(doc->json);
-    free(doc->buf);
     free(doc->sections);
     free(doc->index);
     free(doc->name);
