@@ -5,7 +5,8 @@ A case directory holds:
   cmd              arguments after the binary, shell-quoted; @corpus/ = the shared corpus,
                    @case/ = the case directory, @input = the file built from `mutate`,
                    @out = a fresh empty directory
-  mutate           optional: "from <corpus path>" then one op per line, applied in order:
+  mutate           optional: "from <corpus path>" (or "from @inputs/<file>" for a file in
+                   tests/cases/inputs/) then one op per line, applied in order:
                    "head <hexlen>", "set <hexoff> <hexbytes>", "cut <hexstart> <hexend>",
                    "append <hexbytes>" -- truncated/corrupted variants are built at test time
   expected         exact stdout            | expected-sha256: sha256 of stdout
@@ -37,7 +38,12 @@ def build_input(corpus, case, tmp):
     ops = read(os.path.join(case, "mutate")).decode().splitlines()
     first = ops[0].split()
     assert first[0] == "from", "mutate must start with 'from <corpus path>'"
-    data = bytearray(read(os.path.join(corpus, first[1])))
+    src = first[1]
+    if src.startswith("@inputs/"):  # small inputs committed under tests/cases/inputs/
+        src = os.path.join(os.path.dirname(os.path.dirname(case)), "inputs", src[len("@inputs/"):])
+    else:
+        src = os.path.join(corpus, src)
+    data = bytearray(read(src))
     for line in ops[1:]:
         w = line.split()
         if not w or w[0].startswith("#"):

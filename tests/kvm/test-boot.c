@@ -1,13 +1,13 @@
 /* KVM boot tests: the shared dirty.img boot sector prints A then B on COM1, its writes show up
  * in the dirty log over [1 MiB, 100 MiB), and bad boot images fail with clear errors. */
+#include "kvm-test.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+/* cmocka.h needs the four headers above first */
 #include <cmocka.h>
-
-#include "kvm-test.h"
 
 static const char *guest_dir;
 static const char *hello64_path;
@@ -46,8 +46,8 @@ static void test_boot_sector_prints_a_then_b(void **state)
     kt_guest_destroy(&g);
 }
 
-static size_t count_dirty(const uint64_t *bm, size_t words, uint64_t gpa0, uint64_t lo,
-                          uint64_t hi, size_t *outside)
+static size_t count_dirty(const uint64_t *bm, size_t words, uint64_t gpa0, uint64_t lo, uint64_t hi,
+                          size_t *outside)
 {
     size_t in = 0;
     for (size_t w = 0; w < words; w++) {
@@ -171,7 +171,7 @@ static void test_serial_registers(void **state)
     FerryPioBus *bus = ferry_vm_pio_bus(g.vm);
     uint32_t v;
     ferry_pio_bus_read(bus, 0x3fd, 1, &v);
-    assert_int_equal(v & 0x61, 0x60); /* LSR: THR empty, transmitter empty, no data */
+    assert_int_equal(v & 0x61, 0x60);         /* LSR: THR empty, transmitter empty, no data */
     ferry_pio_bus_write(bus, 0x3fb, 1, 0x80); /* DLAB */
     ferry_pio_bus_write(bus, 0x3f8, 1, 0x01); /* DLL: 115200 baud */
     ferry_pio_bus_write(bus, 0x3f9, 1, 0x00); /* DLM */
@@ -211,8 +211,7 @@ static void test_serial_registers(void **state)
     ferry_pio_bus_read(bus, 0x3fd, 1, &v);
     assert_false(v & 0x01);
     /* The FIFO holds 16 bytes. */
-    assert_int_equal(ferry_serial_input(g.serial, (const uint8_t *)"0123456789abcdefXYZ", 19),
-                     16);
+    assert_int_equal(ferry_serial_input(g.serial, (const uint8_t *)"0123456789abcdefXYZ", 19), 16);
     char *out = kt_output(&g);
     assert_string_equal(out, "hi\n");
     free(out);

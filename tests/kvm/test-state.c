@@ -1,19 +1,19 @@
 /* State round trip, Linux selftests style (x86/state_test.c): run the dirty.img guest, pause,
  * save every vCPU and VM state, move RAM to a brand-new VM, restore, compare field by field,
  * resume and check the guest carries on (more 'B's, page counters still increasing). */
+#include "ferry/vmm/cpu-state.h"
+#include "kvm-test.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+/* cmocka.h needs the four headers above first */
 #include <cmocka.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
 
-#include "ferry/vmm/cpu-state.h"
-#include "kvm-test.h"
-
-#define RAM (128ULL << 20)
+#define RAM         (128ULL << 20)
 #define COUNTER_GPA (1ULL << 20) /* first page the guest increments */
 
 static const char *guest_dir;
@@ -43,8 +43,7 @@ static void migrate(KtGuest *src, KtGuest *dst)
     unsigned n = ferry_vcpus_count(src->vcpus);
     assert_true(n >= 1 && n <= MAX_VCPUS);
     for (unsigned i = 0; i < n; i++) {
-        assert_int_equal(ferry_cpu_state_get(ferry_vcpus_get(src->vcpus, i), &saved[i], &err),
-                         0);
+        assert_int_equal(ferry_cpu_state_get(ferry_vcpus_get(src->vcpus, i), &saved[i], &err), 0);
         assert_true(saved[i].msr_count > 0);
     }
     assert_int_equal(ferry_vm_state_get(src->vm, &vms, &err), 0);
@@ -64,8 +63,7 @@ static void migrate(KtGuest *src, KtGuest *dst)
         if (r < 0)
             fail_msg("restore: %s", err.msg);
         for (uint32_t k = 0; k < skipped.count; k++) {
-            printf("restore skipped MSR 0x%x (known unsettable on this host)\n",
-                   skipped.index[k]);
+            printf("restore skipped MSR 0x%x (known unsettable on this host)\n", skipped.index[k]);
             assert_true(ferry_msr_known_unsettable(skipped.index[k]));
         }
         assert_int_equal(ferry_cpu_state_get(v, &restored, &err), 0);
@@ -130,8 +128,8 @@ static void test_state_round_trip_at_several_points(void **state)
         assert_int_not_equal(c0, c1);
         assert_true(a1 > a0); /* and the AP kept counting too */
         assert_int_equal(dst->events, 0);
-        printf("point %d: %zu B before, %zu after; counter %u -> %u, AP counter %u -> %u\n",
-               point, before, after, c0, c1, a0, a1);
+        printf("point %d: %zu B before, %zu after; counter %u -> %u, AP counter %u -> %u\n", point,
+               before, after, c0, c1, a0, a1);
         ferry_vcpus_resume(dst->vcpus);
         KtGuest *t = src;
         src = dst;

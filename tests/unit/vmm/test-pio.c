@@ -1,15 +1,15 @@
 /* Port-I/O bus: dispatch by range with offsets, all-ones for unmapped reads, overlap errors that
  * name both devices, and unregistration. No KVM needed. */
+#include "ferry/vmm/pio.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+/* cmocka.h needs the four headers above first */
 #include <cmocka.h>
 #include <errno.h>
 #include <string.h>
-
-#include "ferry/vmm/pio.h"
 
 typedef struct Dev {
     uint16_t last_off;
@@ -40,8 +40,7 @@ static void test_dispatch_and_unmapped(void **state)
     Dev a = {0};
     FerryPioBus *bus = ferry_pio_bus_create(&err);
     assert_non_null(bus);
-    assert_int_equal(ferry_pio_bus_register(bus, 0x3f8, 8, "serial", dev_read, dev_write, &a,
-                                            &err),
+    assert_int_equal(ferry_pio_bus_register(bus, 0x3f8, 8, "serial", dev_read, dev_write, &a, &err),
                      0);
     uint32_t v;
     assert_int_equal(ferry_pio_bus_read(bus, 0x3fd, 1, &v), 1);
@@ -70,11 +69,9 @@ static void test_overlap_and_unregister(void **state)
     FerryPioBus *bus = ferry_pio_bus_create(&err);
     assert_int_equal(ferry_pio_bus_register(bus, 0x60, 1, "kbd", NULL, dev_write, &a, &err), 0);
     assert_int_equal(ferry_pio_bus_register(bus, 0x70, 2, "rtc", NULL, dev_write, &b, &err), 0);
-    assert_int_equal(ferry_pio_bus_register(bus, 0x6f, 2, "bad", NULL, NULL, NULL, &err),
-                     -EEXIST);
+    assert_int_equal(ferry_pio_bus_register(bus, 0x6f, 2, "bad", NULL, NULL, NULL, &err), -EEXIST);
     assert_string_equal(err.msg, "bad: ports 0x6f-0x70 overlap rtc at 0x70-0x71");
-    assert_int_equal(ferry_pio_bus_register(bus, 0x5f, 2, "bad2", NULL, NULL, NULL, &err),
-                     -EEXIST);
+    assert_int_equal(ferry_pio_bus_register(bus, 0x5f, 2, "bad2", NULL, NULL, NULL, &err), -EEXIST);
     assert_non_null(strstr(err.msg, "overlap kbd"));
     assert_int_equal(ferry_pio_bus_register(bus, 0xffff, 2, "wrap", NULL, NULL, NULL, &err),
                      -EINVAL);
