@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 /* ---- JSON (schema_json.c) -------------------------------------------------------------------
- * A small DOM parser made for multi-megabyte dumps: the input buffer is decoded in place
+ * A small DOM parser (used for Ferry schemas): the input buffer is decoded in place
  * (strings point into it), nodes live in an arena, and nesting depth is bounded so hostile
  * input cannot exhaust the stack. */
 typedef enum FerryJsonType {

@@ -1,6 +1,5 @@
-/* In-place JSON DOM parser for schema dumps (QEMU -dump-vmstate files are ~800 KB each).
- * Strings are unescaped inside the caller's buffer, nodes come from an arena: one pass, no copies.
- */
+/* JSON scanner (cursor) and an in-place DOM parser on top of it, for schema files: strings are
+ * unescaped inside the caller's buffer, nodes come from an arena. QEMU dumps skip the DOM. */
 #include "schema_check.h"
 
 #include <errno.h>
