@@ -1,23 +1,23 @@
 /* Ferry's built-in firmware: the guest side of the hotplug interface (docs/guest-interface.md,
  * hotplug-regs.h) plus a self-verifying memory workload. One serial line per event. */
-#include <stdint.h>
-
 #include "ferry/machine/connector.h"
 #include "ferry/machine/hotplug-regs.h"
 #include "ferry/vmm/fw-config.h"
 
-#define COM1 0x3f8
-#define LAPIC_BASE 0xfee00000ULL
-#define IOAPIC_BASE 0xfec00000ULL
-#define HP_VECTOR 0x30
+#include <stdint.h>
+
+#define COM1            0x3f8
+#define LAPIC_BASE      0xfee00000ULL
+#define IOAPIC_BASE     0xfec00000ULL
+#define HP_VECTOR       0x30
 #define SPURIOUS_VECTOR 0xff
-#define MAX_SLOTS 64
-#define AP_STACK_SIZE 16384
-#define PAGE 4096ULL
-#define PDPT_ADDR 0x3000ULL /* the VMM's boot PDPT (ferry/vmm/boot.h layout) */
+#define MAX_SLOTS       64
+#define AP_STACK_SIZE   16384
+#define PAGE            4096ULL
+#define PDPT_ADDR       0x3000ULL /* the VMM's boot PDPT (ferry/vmm/boot.h layout) */
 /* KVM's APIC bus runs at 1 GHz; with divide-by-128 the timer counts 7812.5 ticks per ms. */
 #define TICKS_PER_MS 7812ULL
-#define AP_WAIT_MS 3000
+#define AP_WAIT_MS   3000
 
 typedef struct IntFrame {
     uint64_t rip, cs, rflags, rsp, ss;
@@ -41,10 +41,10 @@ static uint64_t hp_pd[8][512] __attribute__((aligned(4096))); /* maps 4 GiB .. 1
 static uint8_t ap_stacks[MAX_SLOTS][AP_STACK_SIZE] __attribute__((aligned(4096)));
 
 static volatile FerryFwConfig *const cfg = (volatile FerryFwConfig *)FERRY_FW_CONFIG_ADDR;
-static volatile int hp_pending;                 /* set by the interrupt handler */
-static volatile uint64_t cpu_alive[MAX_SLOTS];  /* an AP counts while it runs */
-static volatile uint32_t cpu_stop[MAX_SLOTS];   /* BSP asks an AP to stop */
-static volatile uint32_t cpu_stopped[MAX_SLOTS];/* the AP acknowledged and halted */
+static volatile int hp_pending;                  /* set by the interrupt handler */
+static volatile uint64_t cpu_alive[MAX_SLOTS];   /* an AP counts while it runs */
+static volatile uint32_t cpu_stop[MAX_SLOTS];    /* BSP asks an AP to stop */
+static volatile uint32_t cpu_stopped[MAX_SLOTS]; /* the AP acknowledged and halted */
 static uint8_t mem_online[MAX_SLOTS];
 static uint16_t hp_io;
 static uint32_t hp_gsi;
@@ -71,23 +71,38 @@ void ap_start(void);
 
 /* ---- port and memory I/O ---- */
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
 static inline uint8_t inb(uint16_t port)
 {
     uint8_t v;
     __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
     return v;
 }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
 static inline uint32_t inl(uint16_t port)
 {
     uint32_t v;
     __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
     return v;
 }
-static inline void mmio_wr(uint64_t addr, uint32_t v) { *(volatile uint32_t *)addr = v; }
-static inline uint32_t mmio_rd(uint64_t addr) { return *(volatile uint32_t *)addr; }
-static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+static inline void mmio_wr(uint64_t addr, uint32_t v)
+{
+    *(volatile uint32_t *)addr = v;
+}
+static inline uint32_t mmio_rd(uint64_t addr)
+{
+    return *(volatile uint32_t *)addr;
+}
+static inline void cpu_relax(void)
+{
+    __asm__ volatile("pause" ::: "memory");
+}
 
 /* ---- serial ---- */
 
@@ -163,8 +178,14 @@ static void report_error(const char *what, uint32_t kind, uint32_t slot, uint32_
 static uint32_t last_count;
 static uint64_t elapsed_ticks;
 
-static void lapic_wr(uint32_t reg, uint32_t v) { mmio_wr(LAPIC_BASE + reg, v); }
-static uint32_t lapic_rd(uint32_t reg) { return mmio_rd(LAPIC_BASE + reg); }
+static void lapic_wr(uint32_t reg, uint32_t v)
+{
+    mmio_wr(LAPIC_BASE + reg, v);
+}
+static uint32_t lapic_rd(uint32_t reg)
+{
+    return mmio_rd(LAPIC_BASE + reg);
+}
 
 static uint64_t now_ms(void)
 {
@@ -176,7 +197,7 @@ static uint64_t now_ms(void)
 
 static void lapic_init(void)
 {
-    lapic_wr(0xf0, 0x100 | SPURIOUS_VECTOR); /* software enable */
+    lapic_wr(0xf0, 0x100 | SPURIOUS_VECTOR);  /* software enable */
     lapic_wr(0x80, 0);                        /* TPR: accept everything */
     lapic_wr(0x350, 1u << 16);                /* LINT0 (ExtINT from the PIC) masked */
     lapic_wr(0x360, 1u << 16);                /* LINT1 masked */
@@ -222,17 +243,21 @@ static void fault(uint64_t vec, uint64_t rip, uint64_t code)
     halt_forever();
 }
 
-#define EXC(v)                                                                                    \
-    __attribute__((interrupt)) static void exc_##v(IntFrame *f) { fault(v, f->rip, 0); }
-#define EXC_CODE(v)                                                                               \
-    __attribute__((interrupt)) static void exc_##v(IntFrame *f, uint64_t code)                    \
-    {                                                                                             \
-        fault(v, f->rip, code);                                                                   \
+#define EXC(v)                                                                                     \
+    __attribute__((interrupt)) static void exc_##v(IntFrame *f)                                    \
+    {                                                                                              \
+        fault(v, f->rip, 0);                                                                       \
     }
-EXC(0) EXC(1) EXC(2) EXC(3) EXC(4) EXC(5) EXC(6) EXC(7) EXC_CODE(8) EXC(9) EXC_CODE(10)
-EXC_CODE(11) EXC_CODE(12) EXC_CODE(13) EXC_CODE(14) EXC(15) EXC(16) EXC_CODE(17) EXC(18) EXC(19)
+#define EXC_CODE(v)                                                                                \
+    __attribute__((interrupt)) static void exc_##v(IntFrame *f, uint64_t code)                     \
+    {                                                                                              \
+        fault(v, f->rip, code);                                                                    \
+    }
+EXC(0)
+EXC(1) EXC(2) EXC(3) EXC(4) EXC(5) EXC(6) EXC(7) EXC_CODE(8) EXC(9) EXC_CODE(10) EXC_CODE(11)
+    EXC_CODE(12) EXC_CODE(13) EXC_CODE(14) EXC(15) EXC(16) EXC_CODE(17) EXC(18) EXC(19)
 
-__attribute__((interrupt)) static void hp_irq(IntFrame *f)
+        __attribute__((interrupt)) static void hp_irq(IntFrame *f)
 {
     (void)f;
     hp_line_mask(1);
@@ -240,13 +265,20 @@ __attribute__((interrupt)) static void hp_irq(IntFrame *f)
     lapic_wr(0xb0, 0); /* EOI; the IOAPIC clears remote IRR */
 }
 
-__attribute__((interrupt)) static void spurious(IntFrame *f) { (void)f; }
+__attribute__((interrupt)) static void spurious(IntFrame *f)
+{
+    (void)f;
+}
 
 static void set_gate(unsigned vec, void *fn)
 {
     uint64_t a = (uint64_t)fn;
-    idt[vec] = (IdtGate){.off0 = (uint16_t)a, .sel = 0x08, .ist = 0, .type = 0x8e,
-                         .off1 = (uint16_t)(a >> 16), .off2 = (uint32_t)(a >> 32)};
+    idt[vec] = (IdtGate){.off0 = (uint16_t)a,
+                         .sel = 0x08,
+                         .ist = 0,
+                         .type = 0x8e,
+                         .off1 = (uint16_t)(a >> 16),
+                         .off2 = (uint32_t)(a >> 32)};
 }
 
 static void idt_init(void)
@@ -283,8 +315,14 @@ static void map_hotplug_region(void)
 
 /* ---- hotplug registers ---- */
 
-static uint32_t hp_rd(uint16_t off) { return inl(hp_io + off); }
-static void hp_wr(uint16_t off, uint32_t v) { outl(hp_io + off, v); }
+static uint32_t hp_rd(uint16_t off)
+{
+    return inl(hp_io + off);
+}
+static void hp_wr(uint16_t off, uint32_t v)
+{
+    outl(hp_io + off, v);
+}
 
 static uint32_t hp_cmd(uint32_t cmd, uint32_t selector, uint32_t arg)
 {
@@ -303,8 +341,8 @@ static uint64_t window_u64(uint16_t off)
 static int window_name_is(const char *s)
 {
     for (uint16_t i = 0; i < FERRY_HP_NAME_MAX; i++) {
-        uint8_t c = (uint8_t)(hp_rd(FERRY_HP_WINDOW + FERRY_HP_WINDOW_NAME + (i & ~3)) >>
-                              (8 * (i & 3)));
+        uint8_t c =
+            (uint8_t)(hp_rd(FERRY_HP_WINDOW + FERRY_HP_WINDOW_NAME + (i & ~3)) >> (8 * (i & 3)));
         if (c != (uint8_t)s[i])
             return 0;
         if (!c)
@@ -315,8 +353,14 @@ static int window_name_is(const char *s)
 
 /* ---- resources ---- */
 
-static uint64_t mem_base(uint32_t slot) { return cfg->hp_mem_base + slot * cfg->hp_mem_block; }
-static uint64_t mem_tag(uint64_t addr) { return addr ^ 0x5a5a5a5a00000000ULL; }
+static uint64_t mem_base(uint32_t slot)
+{
+    return cfg->hp_mem_base + slot * cfg->hp_mem_block;
+}
+static uint64_t mem_tag(uint64_t addr)
+{
+    return addr ^ 0x5a5a5a5a00000000ULL;
+}
 
 /* Write one tagged word per page of the block, then read them all back. */
 static int mem_check(uint32_t slot, int write)
@@ -517,7 +561,10 @@ static void enumerate_boot_devices(void)
 
 /* Each page holds its pass number in its first and last word and a tag binding the number to
  * the page in the second, so a page lost or left stale by a migration fails the next pass. */
-static uint64_t page_tag(uint64_t seq, uint64_t page) { return ~seq ^ (page * 0x9e3779b97f4a7c15ULL); }
+static uint64_t page_tag(uint64_t seq, uint64_t page)
+{
+    return ~seq ^ (page * 0x9e3779b97f4a7c15ULL);
+}
 
 static void dirty_loop(void)
 {

@@ -1,11 +1,11 @@
 /* Streaming splitter for QMP input: cuts an unframed byte stream into whole JSON values.
  * It tracks only strings and bracket depth; jansson then parses each value on its own. */
+#include "qmp-int.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "qmp-int.h"
 
 /* Buffers above this are released after use so one large message does not pin memory. */
 #define SPLIT_KEEP_CAP (64u * 1024u)
@@ -114,8 +114,8 @@ static bool lexical_error_byte(unsigned char b)
 
 static bool scalar_byte(unsigned char b)
 {
-    return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
-           b == '-' || b == '+' || b == '.';
+    return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-' ||
+           b == '+' || b == '.';
 }
 
 static void split_open(SplitCall *c, unsigned char b)
@@ -158,7 +158,9 @@ void ferry_qmp_splitter_feed(FerryQmpSplitter *sp, const unsigned char *data, si
             bool quiet = sp->skipping;
             split_reset(sp);
             sp->state = FERRY_QMP_SPLIT_RECOVER;
-            if (!quiet)
+            if (!quiet && b > 0 && b < 0x20)
+                split_error(&c, "JSON parse error, stray '%c'", b); /* QEMU's wording */
+            else if (!quiet)
                 split_error(&c, "JSON parse error, invalid byte 0x%02x", b);
             i++;
             continue;
@@ -182,11 +184,14 @@ void ferry_qmp_splitter_feed(FerryQmpSplitter *sp, const unsigned char *data, si
             } else if (scalar_byte(b)) {
                 sp->state = FERRY_QMP_SPLIT_SCALAR;
                 split_put(&c, &ch, 1);
+            } else if (b == '}' || b == ']' || b == ':' || b == ',') {
+                /* A valid token where a value must start: QEMU's parser words it so. */
+                split_error(&c, "JSON parse error, expecting value");
             } else {
                 sp->state = FERRY_QMP_SPLIT_RECOVER;
-                if (b >= 0x20 && b < 0x7F)
+                if (b < 0x7F)
                     split_error(&c, "JSON parse error, stray '%c'", b);
-                else
+                else /* never put a non-ASCII byte in a reply (QMP output is ASCII) */
                     split_error(&c, "JSON parse error, invalid byte 0x%02x", b);
             }
             break;

@@ -2,13 +2,13 @@
  * error classes, and the instance's events turned into QMP events. */
 #include "ferry/control/vm-commands.h"
 
+#include "ferry/machine/device.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/machine/device.h"
 
 struct FerryVmCommands {
     FerryInstance *inst;
@@ -89,7 +89,8 @@ static int prop_text(const char *name, json_t *v, char *buf, size_t len, FerryQm
     else
         return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
                                    "Invalid parameter type for '%s', expected: string, number "
-                                   "or boolean", name);
+                                   "or boolean",
+                                   name);
     return 0;
 }
 
@@ -113,8 +114,7 @@ static int qmp_device_add(void *ctx, json_t *args, json_t **ret, FerryQmpError *
             continue;
         if (n == MAX_PROPS)
             return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                       "device_add: too many properties (at most %d)",
-                                       MAX_PROPS);
+                                       "device_add: too many properties (at most %d)", MAX_PROPS);
         if (prop_text(key, val, text[n], PROP_TEXT, err) < 0)
             return -EINVAL;
         params[n] = (FerryParam){key, text[n]};
@@ -124,9 +124,8 @@ static int qmp_device_add(void *ctx, json_t *args, json_t **ret, FerryQmpError *
         return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
                                    "'%s' is not a valid device model name", driver);
     if (json_object_get(args, "bus"))
-        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                   "Bus '%s' not found", json_string_value(json_object_get(args,
-                                                                                           "bus")));
+        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC, "Bus '%s' not found",
+                                   json_string_value(json_object_get(args, "bus")));
     FerryError e = {0};
     if (ferry_instance_device_add(vc->inst, driver, id, params, n, &e) < 0)
         return ferry_qmp_error_from(err, &e);
@@ -141,8 +140,8 @@ static int qmp_device_del(void *ctx, json_t *args, json_t **ret, FerryQmpError *
     FerryError e = {0};
     int r = ferry_instance_device_del(vc->inst, id, &e);
     if (r == -ENOENT)
-        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_DEVICE_NOT_FOUND,
-                                   "Device '%s' not found", id);
+        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_DEVICE_NOT_FOUND, "Device '%s' not found",
+                                   id);
     if (r < 0)
         return ferry_qmp_error_from(err, &e);
     return 0;
@@ -179,8 +178,8 @@ static int qmp_query_hotpluggable_cpus(void *ctx, json_t *args, json_t **ret, Fe
         FerryConnectorInfo ci;
         if (ferry_machine_connector_info(m, i, &ci) < 0 || ci.kind != FERRY_CONN_CPU)
             continue;
-        json_t *o = json_pack("{s:s, s:i, s:{s:i}}", "type", t->driver, "vcpus-count", 1,
-                              "props", "slot", (json_int_t)ci.slot);
+        json_t *o = json_pack("{s:s, s:i, s:{s:i}}", "type", t->driver, "vcpus-count", 1, "props",
+                              "slot", (json_int_t)ci.slot);
         char path[256];
         if (conn_device(m, ci.index, path, sizeof(path)))
             json_object_set_new(o, "qom-path", json_string(path));
@@ -211,11 +210,11 @@ static int qmp_query_memory_devices(void *ctx, json_t *args, json_t **ret, Ferry
             snprintf(node, sizeof(node), "0");
         char memdev[128];
         snprintf(memdev, sizeof(memdev), "/objects/%s", id);
-        json_t *data = json_pack(
-            "{s:s, s:I, s:I, s:i, s:i, s:s, s:b, s:b}", "id", id, "addr",
-            (json_int_t)ferry_instance_mem_block_gpa(vc->inst, ci.slot), "size",
-            (json_int_t)FERRY_MEM_BLOCK_SIZE, "slot", (int)ci.slot, "node", atoi(node), "memdev",
-            memdev, "hotplugged", 0, "hotpluggable", 1);
+        json_t *data =
+            json_pack("{s:s, s:I, s:I, s:i, s:i, s:s, s:b, s:b}", "id", id, "addr",
+                      (json_int_t)ferry_instance_mem_block_gpa(vc->inst, ci.slot), "size",
+                      (json_int_t)FERRY_MEM_BLOCK_SIZE, "slot", (int)ci.slot, "node", atoi(node),
+                      "memdev", memdev, "hotplugged", 0, "hotpluggable", 1);
         json_array_append_new(list, json_pack("{s:s, s:o}", "type", "dimm", "data", data));
     }
     ferry_instance_unlock(vc->inst);
@@ -267,9 +266,15 @@ FerryVmCommands *ferry_vm_commands_create(FerryQmpCommands *cmds, FerryInstance 
     return vc;
 }
 
-void ferry_vm_commands_destroy(FerryVmCommands *vc) { free(vc); }
+void ferry_vm_commands_destroy(FerryVmCommands *vc)
+{
+    free(vc);
+}
 
-void ferry_vm_commands_set_server(FerryVmCommands *vc, FerryQmpServer *srv) { vc->srv = srv; }
+void ferry_vm_commands_set_server(FerryVmCommands *vc, FerryQmpServer *srv)
+{
+    vc->srv = srv;
+}
 
 void ferry_vm_commands_event(FerryVmCommands *vc, const FerryInstanceEventInfo *info)
 {
@@ -278,8 +283,12 @@ void ferry_vm_commands_event(FerryVmCommands *vc, const FerryInstanceEventInfo *
     json_t *data = NULL;
     const char *name = NULL;
     switch (info->event) {
-    case FERRY_INSTANCE_EV_STOP: name = "STOP"; break;
-    case FERRY_INSTANCE_EV_RESUME: name = "RESUME"; break;
+    case FERRY_INSTANCE_EV_STOP:
+        name = "STOP";
+        break;
+    case FERRY_INSTANCE_EV_RESUME:
+        name = "RESUME";
+        break;
     case FERRY_INSTANCE_EV_RESET:
     case FERRY_INSTANCE_EV_SHUTDOWN:
         name = info->event == FERRY_INSTANCE_EV_RESET ? "RESET" : "SHUTDOWN";

@@ -2,26 +2,26 @@
  * bus, its level line drives an IOAPIC GSI, and connector changes become vCPUs and memslots. */
 #include "ferry/vmm/instance.h"
 
+#include "ferry/machine/hotplug.h"
+#include "ferry/vmm/boot.h"
+#include "ferry/vmm/cpu-state.h"
+#include "ferry/vmm/fw-config.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ferry/machine/hotplug.h"
-#include "ferry/vmm/boot.h"
-#include "ferry/vmm/cpu-state.h"
-#include "ferry/vmm/fw-config.h"
-
 #define MAX_SLOTS FERRY_MACHINE_MAX_SLOTS
 /* Memory blocks live above 4 GiB (the machine's fixed hotplug base), above RAM below 3 GiB. */
 #define HP_MEM_BASE (4ULL << 30)
 
 typedef struct CpuSlot {
-    FerryVcpu *vcpu;          /* created once, never destroyed (KVM cannot): parked */
-    FerryCpuState *pristine;  /* state right after creation, restored before each start */
-    bool online;              /* started for the guest (or adopted) */
-    bool stopping;            /* a stop is in progress outside the lock */
+    FerryVcpu *vcpu;         /* created once, never destroyed (KVM cannot): parked */
+    FerryCpuState *pristine; /* state right after creation, restored before each start */
+    bool online;             /* started for the guest (or adopted) */
+    bool stopping;           /* a stop is in progress outside the lock */
 } CpuSlot;
 
 typedef struct MemSlot {
@@ -74,8 +74,8 @@ static void on_irq(void *opaque, bool level)
 static void on_device_deleted(void *opaque, const char *id, const char *path)
 {
     FerryInstance *in = opaque;
-    FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_DEVICE_DELETED, .device = id,
-                                   .path = path};
+    FerryInstanceEventInfo info = {
+        .event = FERRY_INSTANCE_EV_DEVICE_DELETED, .device = id, .path = path};
     notify(in, &info);
 }
 
@@ -176,8 +176,8 @@ static unsigned apply_locked(FerryInstance *in, FerryVcpu **stop)
     bool ready = ferry_machine_guest_ready(m);
     if (in->cfg.boot == FERRY_INSTANCE_BOOT_FIRMWARE) {
         const FerryFwConfig *fc = fw_config(in);
-        bool can_start = ready && fc && fc->magic == FERRY_FW_CONFIG_MAGIC && fc->ap_entry &&
-                         fc->ap_stack_size;
+        bool can_start =
+            ready && fc && fc->magic == FERRY_FW_CONFIG_MAGIC && fc->ap_entry && fc->ap_stack_size;
         for (uint32_t s = 1; s < in->ncpu; s++) {
             CpuSlot *c = &in->cpu[s];
             FerryConnectorInfo ci;
@@ -260,11 +260,11 @@ static void debug_exit_write(void *opaque, uint16_t off, unsigned size, uint32_t
     (void)size;
     FerryInstance *in = opaque;
     char msg[64];
-    snprintf(msg, sizeof(msg), "guest powered off (port 0x%x value 0x%x)",
-             FERRY_FW_DEBUG_EXIT_PORT, value);
+    snprintf(msg, sizeof(msg), "guest powered off (port 0x%x value 0x%x)", FERRY_FW_DEBUG_EXIT_PORT,
+             value);
     /* The owner performs the shutdown: a vCPU thread cannot pause the set it belongs to. */
-    FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_POWEROFF, .guest = true,
-                                   .reason = "guest-shutdown", .msg = msg};
+    FerryInstanceEventInfo info = {
+        .event = FERRY_INSTANCE_EV_POWEROFF, .guest = true, .reason = "guest-shutdown", .msg = msg};
     notify(in, &info);
 }
 
@@ -274,8 +274,10 @@ static void on_vcpu_event(void *opaque, FerryVcpu *v, FerryVcpuEvent ev, const c
     FerryInstance *in = opaque;
     if (ev == FERRY_VCPU_EVENT_SHUTDOWN) {
         /* Triple fault: like QEMU with -no-reboot, report a guest-reset shutdown. */
-        FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_POWEROFF, .guest = true,
-                                       .reason = "guest-reset", .msg = msg};
+        FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_POWEROFF,
+                                       .guest = true,
+                                       .reason = "guest-reset",
+                                       .msg = msg};
         notify(in, &info);
         return;
     }
@@ -308,8 +310,8 @@ static int create_parts(FerryInstance *in, const FerryInstanceConfig *cfg, Ferry
         return err->code ? err->code : -EIO;
     const FerryVmCaps *caps = ferry_vm_caps(in->vm);
     if (in->ncpu > (uint32_t)caps->max_vcpus)
-        return ferry_error_set(err, -EINVAL, "maxcpus=%u exceeds KVM's limit of %d vCPUs",
-                               in->ncpu, caps->max_vcpus);
+        return ferry_error_set(err, -EINVAL, "maxcpus=%u exceeds KVM's limit of %d vCPUs", in->ncpu,
+                               caps->max_vcpus);
     in->vm_pristine = malloc(sizeof(*in->vm_pristine));
     if (!in->vm_pristine)
         return ferry_error_set(err, -ENOMEM, "instance: out of memory");
@@ -319,8 +321,10 @@ static int create_parts(FerryInstance *in, const FerryInstanceConfig *cfg, Ferry
     in->vcpus = ferry_vcpus_create(in->vm, on_vcpu_event, in, err);
     if (!in->vcpus)
         return err->code ? err->code : -EIO;
-    FerryMachineConfig mc = {.type = cfg->machine_type, .cpu_slots = in->ncpu,
-                             .boot_cpus = in->cfg.boot_cpus, .mem_slots = in->nmem,
+    FerryMachineConfig mc = {.type = cfg->machine_type,
+                             .cpu_slots = in->ncpu,
+                             .boot_cpus = in->cfg.boot_cpus,
+                             .mem_slots = in->nmem,
                              .incoming = cfg->incoming};
     in->machine = ferry_machine_new(&mc, err);
     if (!in->machine)
@@ -372,8 +376,10 @@ FerryInstance *ferry_instance_create(const FerryInstanceConfig *cfg, FerryError 
     c.machine_type = NULL;
     c.kvm_path = NULL;
     if (c.boot_cpus > c.max_cpus || c.max_cpus > MAX_SLOTS) {
-        ferry_error_set(err, -EINVAL, "%u boot vCPUs with maxcpus=%u: need 1 <= N <= maxcpus <= "
-                        "%u", c.boot_cpus, c.max_cpus, MAX_SLOTS);
+        ferry_error_set(err, -EINVAL,
+                        "%u boot vCPUs with maxcpus=%u: need 1 <= N <= maxcpus <= "
+                        "%u",
+                        c.boot_cpus, c.max_cpus, MAX_SLOTS);
         return NULL;
     }
     if (c.maxmem < c.ram_size) {
@@ -386,7 +392,8 @@ FerryInstance *ferry_instance_create(const FerryInstanceConfig *cfg, FerryError 
     if (blocks > MAX_SLOTS)
         blocks = MAX_SLOTS;
     if (blocks && c.ram_size > FERRY_VM_LOW_RAM_MAX) {
-        ferry_error_set(err, -EINVAL, "memory hotplug (maxmem above memory) needs a memory size "
+        ferry_error_set(err, -EINVAL,
+                        "memory hotplug (maxmem above memory) needs a memory size "
                         "of at most 3G: hotplugged blocks live at 4 GiB");
         return NULL;
     }
@@ -396,10 +403,13 @@ FerryInstance *ferry_instance_create(const FerryInstanceConfig *cfg, FerryError 
         return NULL;
     }
     if (c.workload == FERRY_FW_WORKLOAD_DIRTY &&
-        (!c.dirty_mb || FERRY_FW_DIRTY_BASE + ((uint64_t)c.dirty_mb << 20) >
-                            (c.ram_size < FERRY_VM_LOW_RAM_MAX ? c.ram_size : FERRY_VM_LOW_RAM_MAX))) {
-        ferry_error_set(err, -EINVAL, "dirty workload of %u MiB at 16 MiB needs at least %u MiB "
-                        "of memory", c.dirty_mb, c.dirty_mb + 16);
+        (!c.dirty_mb ||
+         FERRY_FW_DIRTY_BASE + ((uint64_t)c.dirty_mb << 20) >
+             (c.ram_size < FERRY_VM_LOW_RAM_MAX ? c.ram_size : FERRY_VM_LOW_RAM_MAX))) {
+        ferry_error_set(err, -EINVAL,
+                        "dirty workload of %u MiB at 16 MiB needs at least %u MiB "
+                        "of memory",
+                        c.dirty_mb, c.dirty_mb + 16);
         return NULL;
     }
     FerryInstance *in = calloc(1, sizeof(*in));
@@ -454,13 +464,34 @@ void ferry_instance_set_listener(FerryInstance *in, FerryInstanceListener fn, vo
     pthread_mutex_unlock(&in->lock);
 }
 
-FerryVm *ferry_instance_vm(FerryInstance *in) { return in->vm; }
-FerryMachine *ferry_instance_machine(FerryInstance *in) { return in->machine; }
-FerrySerial *ferry_instance_serial(FerryInstance *in) { return in->serial; }
-void ferry_instance_lock(FerryInstance *in) { pthread_mutex_lock(&in->lock); }
-void ferry_instance_unlock(FerryInstance *in) { pthread_mutex_unlock(&in->lock); }
-void ferry_instance_pause_vcpus(FerryInstance *in) { ferry_vcpus_pause(in->vcpus); }
-void ferry_instance_resume_vcpus(FerryInstance *in) { ferry_vcpus_resume(in->vcpus); }
+FerryVm *ferry_instance_vm(FerryInstance *in)
+{
+    return in->vm;
+}
+FerryMachine *ferry_instance_machine(FerryInstance *in)
+{
+    return in->machine;
+}
+FerrySerial *ferry_instance_serial(FerryInstance *in)
+{
+    return in->serial;
+}
+void ferry_instance_lock(FerryInstance *in)
+{
+    pthread_mutex_lock(&in->lock);
+}
+void ferry_instance_unlock(FerryInstance *in)
+{
+    pthread_mutex_unlock(&in->lock);
+}
+void ferry_instance_pause_vcpus(FerryInstance *in)
+{
+    ferry_vcpus_pause(in->vcpus);
+}
+void ferry_instance_resume_vcpus(FerryInstance *in)
+{
+    ferry_vcpus_resume(in->vcpus);
+}
 
 FerryRunState ferry_instance_runstate(FerryInstance *in)
 {
@@ -581,8 +612,8 @@ int ferry_instance_reset(FerryInstance *in, bool guest, const char *reason, Ferr
     for (uint32_t i = 0; i < in->ncpu; i++)
         if (in->cpu[i].online)
             ferry_vcpu_start(in->cpu[i].vcpu);
-    FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_RESET, .guest = guest,
-                                   .reason = reason};
+    FerryInstanceEventInfo info = {
+        .event = FERRY_INSTANCE_EV_RESET, .guest = guest, .reason = reason};
     notify(in, &info);
 resume:
     if (ferry_instance_runstate(in) == FERRY_RUN_RUNNING)
@@ -598,8 +629,8 @@ int ferry_instance_shutdown(FerryInstance *in, bool guest, const char *reason, F
     int r = run_event(in, FERRY_RUN_EV_SHUTDOWN, err);
     if (r == 0) {
         ferry_vcpus_pause(in->vcpus);
-        FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_SHUTDOWN, .guest = guest,
-                                       .reason = reason};
+        FerryInstanceEventInfo info = {
+            .event = FERRY_INSTANCE_EV_SHUTDOWN, .guest = guest, .reason = reason};
         notify(in, &info);
     }
     pthread_mutex_unlock(&in->ops);
@@ -632,16 +663,16 @@ static unsigned mapped_blocks(const FerryInstance *in)
 
 /* Map the memslot of memory block `slot` before the machine learns of the device, so the
  * guest can never see the block before its RAM exists. Lock held. */
-static int mem_prepare(FerryInstance *in, const char *id, const FerryParam *params,
-                       size_t nparams, int *slot_out, FerryError *err)
+static int mem_prepare(FerryInstance *in, const char *id, const FerryParam *params, size_t nparams,
+                       int *slot_out, FerryError *err)
 {
     const FerryDeviceType *t = ferry_device_type_find("mem-block");
     *slot_out = -1;
     uint64_t slot = UINT64_MAX;
     for (size_t i = 0; i < nparams; i++)
         if (params[i].name && !strcmp(params[i].name, "slot")) {
-            int r = ferry_param_parse(&t->params[0], id ? id : "", params[i].value ? params[i].value : "",
-                                      &slot, err);
+            int r = ferry_param_parse(&t->params[0], id ? id : "",
+                                      params[i].value ? params[i].value : "", &slot, err);
             if (r < 0)
                 return r;
         }
@@ -651,9 +682,10 @@ static int mem_prepare(FerryInstance *in, const char *id, const FerryParam *para
         return 0; /* out of range / slot used: the machine's error */
     uint64_t plugged = in->cfg.ram_size + (uint64_t)(mapped_blocks(in) + 1) * FERRY_MEM_BLOCK_SIZE;
     if (plugged > in->cfg.maxmem)
-        return ferry_error_set(err, -ENOSPC, "device '%s': memory block would exceed maxmem "
-                               "(%llu MiB; start with a larger --maxmem)", id ? id : "",
-                               (unsigned long long)(in->cfg.maxmem >> 20));
+        return ferry_error_set(err, -ENOSPC,
+                               "device '%s': memory block would exceed maxmem "
+                               "(%llu MiB; start with a larger --maxmem)",
+                               id ? id : "", (unsigned long long)(in->cfg.maxmem >> 20));
     MemSlot *ms = &in->mem[slot];
     int r = ferry_vm_ram_add(in->vm, ferry_instance_mem_block_gpa(in, (uint32_t)slot),
                              FERRY_MEM_BLOCK_SIZE, &ms->memslot, err);
@@ -682,8 +714,8 @@ int ferry_instance_device_add(FerryInstance *in, const char *driver, const char 
     }
     if (r == 0 && slot >= 0) {
         FerryRunState s = ferry_machine_runstate(in->machine);
-        in->mem[slot].hotplugged = s == FERRY_RUN_RUNNING || s == FERRY_RUN_PAUSED ||
-                                   s == FERRY_RUN_POSTMIGRATE;
+        in->mem[slot].hotplugged =
+            s == FERRY_RUN_RUNNING || s == FERRY_RUN_PAUSED || s == FERRY_RUN_POSTMIGRATE;
     }
     unsigned n = apply_locked(in, stop);
     unlock_and_stop(in, stop, n);
@@ -705,14 +737,15 @@ int ferry_instance_device_add_opts(FerryInstance *in, const char *opts, FerryErr
         char *eq = strchr(tok, '=');
         if (!driver) {
             if (eq)
-                return ferry_error_set(err, -EINVAL, "device '%s': must start with a driver "
-                                       "name (cpu, mem-block, card)", opts);
+                return ferry_error_set(err, -EINVAL,
+                                       "device '%s': must start with a driver "
+                                       "name (cpu, mem-block, card)",
+                                       opts);
             driver = tok;
             continue;
         }
         if (!eq)
-            return ferry_error_set(err, -EINVAL, "device '%s': '%s' is not name=value", opts,
-                                   tok);
+            return ferry_error_set(err, -EINVAL, "device '%s': '%s' is not name=value", opts, tok);
         *eq = '\0';
         if (!strcmp(tok, "id")) {
             id = eq + 1;
@@ -802,12 +835,11 @@ int ferry_instance_incoming_done(FerryInstance *in, bool run, FerryError *err)
     FerryVcpu *stop[MAX_SLOTS];
     pthread_mutex_lock(&in->lock);
     bool autostart = in->autostart;
-    int r = ferry_machine_run_event(in->machine, run || autostart ? FERRY_RUN_EV_INCOMING_RUN
-                                                                  : FERRY_RUN_EV_INCOMING_PAUSE,
-                                    err);
+    int r = ferry_machine_run_event(
+        in->machine, run || autostart ? FERRY_RUN_EV_INCOMING_RUN : FERRY_RUN_EV_INCOMING_PAUSE,
+        err);
     if (r == 0)
-        ferry_vm_set_irq(in->vm, FERRY_FW_HOTPLUG_GSI, ferry_machine_irq_level(in->machine),
-                         NULL);
+        ferry_vm_set_irq(in->vm, FERRY_FW_HOTPLUG_GSI, ferry_machine_irq_level(in->machine), NULL);
     unsigned n = r == 0 ? apply_locked(in, stop) : 0;
     unlock_and_stop(in, stop, n);
     if (r == 0 && ferry_instance_runstate(in) == FERRY_RUN_RUNNING) {

@@ -14,6 +14,9 @@
 #include "ferry/machine/runstate.h"
 #include "ferry/state/schema.h"
 
+/* A machine is not thread-safe: the VMM serialises every call on one machine (vCPU port I/O,
+ * QMP commands, migration) under one lock. Callbacks run synchronously inside the call that
+ * caused them, e.g. DEVICE_DELETED inside the guest's port write that released the device. */
 typedef struct FerryMachine FerryMachine;
 
 #define FERRY_MACHINE_MAX_SLOTS 64 /* per resource kind */
@@ -25,6 +28,8 @@ typedef struct FerryMachineConfig {
     uint32_t mem_slots;     /* 128 MiB memory block slots; 0 = 4 */
     uint32_t card_slots;    /* device slots; 0 = 4 */
     bool incoming;          /* start in inmigrate (--incoming), else prelaunch */
+    const char *const *devices; /* -device option strings ("card,id=c1,slot=1"), coldplugged */
+    size_t ndevices;
 } FerryMachineConfig;
 
 /* Level of the guest notification line changed (asserted iff events queued && guest ready). */

@@ -11,15 +11,15 @@
 #ifndef FERRY_VMM_INSTANCE_H
 #define FERRY_VMM_INSTANCE_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/machine/machine.h"
 #include "ferry/vmm/serial.h"
 #include "ferry/vmm/vcpu.h"
 #include "ferry/vmm/vm.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct FerryInstance FerryInstance;
 
@@ -36,15 +36,15 @@ typedef struct FerryInstanceConfig {
     const char *machine_type; /* NULL = newest; borrowed during create */
     bool incoming;            /* destination: start in inmigrate, do not boot */
     FerryInstanceBoot boot;
-    const void *image;        /* boot image, copied (kept for system_reset) */
+    const void *image; /* boot image, copied (kept for system_reset) */
     size_t image_len;
     /* Built-in firmware configuration (FerryFwConfig, docs/firmware.md). */
-    uint32_t workload;        /* FERRY_FW_WORKLOAD_* */
+    uint32_t workload; /* FERRY_FW_WORKLOAD_* */
     uint32_t dirty_mb;
-    uint32_t report_every;    /* 0 = 10 */
+    uint32_t report_every; /* 0 = 10 */
     uint32_t ready_delay_ms;
-    int serial_fd;            /* COM1 output (borrowed); -1 = discard */
-    const char *kvm_path;     /* NULL = /dev/kvm */
+    int serial_fd;        /* COM1 output (borrowed); -1 = discard */
+    const char *kvm_path; /* NULL = /dev/kvm */
 } FerryInstanceConfig;
 
 typedef enum FerryInstanceEvent {
@@ -63,11 +63,11 @@ typedef enum FerryInstanceEvent {
 
 typedef struct FerryInstanceEventInfo {
     FerryInstanceEvent event;
-    bool guest;          /* RESET/SHUTDOWN/POWEROFF: caused by the guest */
-    const char *reason;  /* RESET/SHUTDOWN/POWEROFF: QEMU ShutdownCause ("host-qmp-quit") */
-    const char *device;  /* DEVICE_DELETED: id */
-    const char *path;    /* DEVICE_DELETED: device-tree path */
-    const char *msg;     /* ERROR / POWEROFF: human-readable */
+    bool guest;         /* RESET/SHUTDOWN/POWEROFF: caused by the guest */
+    const char *reason; /* RESET/SHUTDOWN/POWEROFF: QEMU ShutdownCause ("host-qmp-quit") */
+    const char *device; /* DEVICE_DELETED: id */
+    const char *path;   /* DEVICE_DELETED: device-tree path */
+    const char *msg;    /* ERROR / POWEROFF: human-readable */
 } FerryInstanceEventInfo;
 
 /* Called on the thread that caused the event (a vCPU thread, or the caller of a control
