@@ -46,6 +46,7 @@ static volatile uint64_t cpu_alive[MAX_SLOTS];   /* an AP counts while it runs *
 static volatile uint32_t cpu_stop[MAX_SLOTS];    /* BSP asks an AP to stop */
 static volatile uint32_t cpu_stopped[MAX_SLOTS]; /* the AP acknowledged and halted */
 static uint8_t mem_online[MAX_SLOTS];
+static uint8_t in_use[4][MAX_SLOTS]; /* by kind, slot: configured and used by us (§8 step 5) */
 static uint16_t hp_io;
 static uint32_t hp_gsi;
 
@@ -431,8 +432,12 @@ void ap_main(uint64_t id)
 static void handle_add(uint32_t index)
 {
     uint32_t kind = FERRY_CONN_INDEX_KIND(index), slot = FERRY_CONN_INDEX_SLOT(index);
-    if (slot >= MAX_SLOTS)
+    if (slot >= MAX_SLOTS || kind > 3)
         return;
+    if (in_use[kind][slot]) {
+        report("DUPLICATE", kind, slot); /* presented twice: a host bug, ignored */
+        return;
+    }
     uint32_t st = hp_cmd(FERRY_HP_CMD_SET_STATE, index, FERRY_CONN_AVAILABLE);
     if (st == FERRY_HP_ST_NO_DEVICE || st == FERRY_HP_ST_UNPLUG_PENDING) {
         report("STALE", kind, slot); /* removed again before we got to it */
@@ -470,6 +475,7 @@ static void handle_add(uint32_t index)
             }
         }
     }
+    in_use[kind][slot] = 1;
     report("PLUGGED", kind, slot);
     if (kind == FERRY_CONN_CPU)
         cpu_online_slot(slot);
@@ -482,7 +488,7 @@ static void handle_add(uint32_t index)
 static void handle_remove(uint32_t index)
 {
     uint32_t kind = FERRY_CONN_INDEX_KIND(index), slot = FERRY_CONN_INDEX_SLOT(index);
-    if (slot >= MAX_SLOTS)
+    if (slot >= MAX_SLOTS || kind > 3)
         return;
     uint32_t st = hp_cmd(FERRY_HP_CMD_GET_STATE, index, 0);
     uint32_t state = hp_rd(FERRY_HP_REG_RESULT0), flags = hp_rd(FERRY_HP_REG_RESULT1);
@@ -496,7 +502,7 @@ static void handle_remove(uint32_t index)
         return;
     }
     /* Stop using the resource first, then isolate, then release. */
-    if (kind == FERRY_CONN_CPU && state != FERRY_CONN_AVAILABLE && !cpu_offline_slot(slot)) {
+    if (kind == FERRY_CONN_CPU && state == FERRY_CONN_CONFIGURED && !cpu_offline_slot(slot)) {
         report_error("offline", kind, slot, 0);
         return;
     }
@@ -517,6 +523,7 @@ static void handle_remove(uint32_t index)
         report_error("release", kind, slot, st);
         return;
     }
+    in_use[kind][slot] = 0;
     report("UNPLUGGED", kind, slot);
 }
 
@@ -544,8 +551,9 @@ static void enumerate_boot_devices(void)
             break;
         uint32_t index = hp_rd(FERRY_HP_REG_RESULT0), kind = hp_rd(FERRY_HP_REG_RESULT1);
         uint32_t slot = FERRY_CONN_INDEX_SLOT(index);
-        if (slot >= MAX_SLOTS)
+        if (slot >= MAX_SLOTS || kind > 3)
             continue;
+        in_use[kind][slot] = 1;
         if (kind == FERRY_CONN_CPU) {
             if (slot != 0)
                 cpu_online_slot(slot);
@@ -643,7 +651,8 @@ void fw_main(void)
     puts_serial(" mem=");
     putdec(cfg->ram_size >> 20);
     puts_serial("M\n");
-    if (hp_rd(FERRY_HP_REG_MAGIC) != FERRY_HP_MAGIC_VALUE) {
+    if (hp_rd(FERRY_HP_REG_MAGIC) != FERRY_HP_MAGIC_VALUE ||
+        hp_rd(FERRY_HP_REG_VERSION) != FERRY_HP_IFACE_VERSION) {
         puts_serial("ERROR no hotplug controller\n");
         halt_forever();
     }
