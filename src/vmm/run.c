@@ -350,10 +350,10 @@ static int parse_args(int argc, char **argv, RunOptions *o, FerryError *err)
     }
     if (o->boot_sector && o->firmware)
         return ferry_error_set(err, -EINVAL, "give at most one of --boot-sector and --firmware");
-    if (o->workload_given && (o->boot_sector || o->firmware))
+    if (o->workload_given && o->boot_sector)
         return ferry_error_set(err, -EINVAL,
-                               "--workload configures the built-in firmware; it "
-                               "cannot be combined with --boot-sector or --firmware");
+                               "--workload configures the firmware (built-in or --firmware); "
+                               "it cannot be combined with --boot-sector");
     if (o->maxmem && o->maxmem < o->memory)
         return ferry_error_set(err, -EINVAL, "--maxmem (%llu MiB) is below --memory (%llu MiB)",
                                (unsigned long long)(o->maxmem >> 20),
