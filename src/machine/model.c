@@ -104,6 +104,8 @@ static void canon_machine(FerryCanon *c, const FerryMachine *m)
         if (cn->dev)
             canon_device(c, cn->dev);
     }
+    if (m->policy.edge_notify)
+        ferry_canon_u32(c, m->edge_latch); /* state only under the seeded edge policy */
     const FerryHotplugState *hp = &m->hp;
     ferry_canon_u32(c, hp->ready);
     ferry_canon_u32(c, hp->selector);
@@ -133,6 +135,7 @@ FerryMachine *ferry_machine_clone(const FerryMachine *m)
     n->deleted = NULL;
     n->deleted_opaque = NULL;
     ferry_list_init(&n->hp.events);
+    ferry_list_init(&n->stash);
     n->conn = malloc(m->nconn * sizeof(*n->conn));
     if (!n->conn)
         goto err_free_machine;
