@@ -476,6 +476,17 @@ int ferry_machine_device_add_opts(FerryMachine *m, const char *opts, FerryError 
     return ferry_machine_device_add(m, driver, id, params, n, err);
 }
 
+static bool add_event_queued(const FerryMachine *m, uint32_t index)
+{
+    FERRY_LIST_FOREACH(&m->hp.events, l)
+    {
+        const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+        if (e->index == index && e->action == FERRY_HP_ACTION_ADD)
+            return true;
+    }
+    return false;
+}
+
 int ferry_machine_device_del(FerryMachine *m, const char *id, FerryError *err)
 {
     if (m->migration_active)
@@ -485,11 +496,17 @@ int ferry_machine_device_del(FerryMachine *m, const char *id, FerryError *err)
         return ferry_error_set(err, -ENOENT, "device '%s' not found", id ? id : "(none)");
     if (c->unplug_requested)
         return ferry_error_set(err, -EBUSY, "device '%s': unplug already in progress", id);
-    if (plug_mode[m->run] == PLUG_COLD || c->state == FERRY_CONN_UNUSABLE) {
-        /* No guest to ask (not running), or the guest never allocated it: release now. */
+    if (plug_mode[m->run] == PLUG_COLD ||
+        (c->state == FERRY_CONN_UNUSABLE && add_event_queued(m, c->index))) {
+        /* No guest to ask (not running), or the guest has not even fetched the add event (it is
+         * purged with the device): release now. */
         ferry_machine_finalize_unplug(m, c);
         return 0;
     }
+    /* Unusable but the add event was fetched: the guest may be about to allocate. Releasing now
+     * would let that stale job allocate a re-added device whose own add event then arrives
+     * twice (found by ferry explore). Ask instead: allocation is refused from now on, and the
+     * release completes when the guest fetches the remove event (hotplug.c). */
     c->unplug_requested = true;
     int rc = queue_event(m, FERRY_HP_ACTION_REMOVE, c);
     if (rc < 0) {
