@@ -1,5 +1,9 @@
 /* QMP client: blocking calls with timeouts over a unix socket, reusing the server's splitter
  * to cut the reply stream into messages; events are queued while waiting for a response. */
+#include "ferry/control/qmp-client.h"
+
+#include "qmp-int.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -9,9 +13,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "ferry/control/qmp-client.h"
-#include "qmp-int.h"
 
 #define CLIENT_MAX_MESSAGE (16u * 1024u * 1024u)
 
@@ -241,8 +242,8 @@ static bool event_matches(json_t *ev, const char *name)
     return n && (!name || !strcmp(n, name));
 }
 
-int ferry_qmp_client_wait_event(FerryQmpClient *c, const char *name, int timeout_ms,
-                                json_t **event, FerryError *err)
+int ferry_qmp_client_wait_event(FerryQmpClient *c, const char *name, int timeout_ms, json_t **event,
+                                FerryError *err)
 {
     long long deadline = deadline_of(timeout_ms);
     *event = NULL;

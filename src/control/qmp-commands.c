@@ -1,5 +1,7 @@
 /* Command registry, argument checking and the standard Ferry command set (DESIGN §6).
  * Specs follow QEMU 7.2's QAPI schema so that existing QMP clients work unchanged. */
+#include "qmp-int.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -8,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "qmp-int.h"
 
 /* ---- Errors ---- */
 
@@ -105,8 +105,7 @@ static const char *type_name(FerryQmpType t)
 static int type_error(FerryQmpError *err, const char *path, FerryQmpType t)
 {
     return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                               "Invalid parameter type for '%s', expected: %s", path,
-                               type_name(t));
+                               "Invalid parameter type for '%s', expected: %s", path, type_name(t));
 }
 
 static int check_value(const char *path, FerryQmpType t, const char *const *values, json_t *v,
@@ -142,8 +141,8 @@ static int check_value(const char *path, FerryQmpType t, const char *const *valu
         if (!json_is_integer(v))
             return type_error(err, path, t);
         if (json_integer_value(v) < 0 || json_integer_value(v) > UINT8_MAX)
-            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                       "Parameter '%s' expects uint8", path);
+            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC, "Parameter '%s' expects uint8",
+                                       path);
         return 0;
     case FERRY_QMP_T_NUMBER:
         return json_is_number(v) ? 0 : type_error(err, path, t);
@@ -154,7 +153,8 @@ static int check_value(const char *path, FerryQmpType t, const char *const *valu
             return type_error(err, path, t);
         size_t i;
         json_t *e;
-        json_array_foreach(v, i, e) {
+        json_array_foreach(v, i, e)
+        {
             char epath[256];
             snprintf(epath, sizeof(epath), "%s[%zu]", path, i);
             int rc = check_value(epath, elem, values, e, FERRY_QMP_T_ANY, err);
@@ -189,13 +189,14 @@ int ferry_qmp_args_check(const FerryQmpCommandSpec *spec, json_t *args, FerryQmp
         return 0;
     const char *key;
     json_t *v;
-    json_object_foreach(args, key, v) {
+    json_object_foreach(args, key, v)
+    {
         bool known = false;
         for (const FerryQmpArg *a = spec->args; a && a->name && !known; a++)
             known = !strcmp(a->name, key);
         if (!known)
-            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                       "Parameter '%s' is unexpected", key);
+            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC, "Parameter '%s' is unexpected",
+                                       key);
     }
     return 0;
 }
@@ -205,7 +206,10 @@ int ferry_qmp_args_check(const FerryQmpCommandSpec *spec, json_t *args, FerryQmp
 static const char *const qmp_capability_values[] = {"oob", NULL};
 
 static const FerryQmpArg qmp_capabilities_args[] = {
-    {.name = "enable", .type = FERRY_QMP_T_ARRAY, .optional = true, .elem = FERRY_QMP_T_STR,
+    {.name = "enable",
+     .type = FERRY_QMP_T_ARRAY,
+     .optional = true,
+     .elem = FERRY_QMP_T_STR,
      .values = qmp_capability_values},
     FERRY_QMP_ARG_END,
 };
@@ -231,12 +235,9 @@ static const FerryQmpArg device_del_args[] = {
 };
 
 static const FerryQmpArg migrate_args[] = {
-    FERRY_QMP_ARG("uri", FERRY_QMP_T_STR),
-    FERRY_QMP_ARG_OPT("blk", FERRY_QMP_T_BOOL),
-    FERRY_QMP_ARG_OPT("inc", FERRY_QMP_T_BOOL),
-    FERRY_QMP_ARG_OPT("detach", FERRY_QMP_T_BOOL),
-    FERRY_QMP_ARG_OPT("resume", FERRY_QMP_T_BOOL),
-    FERRY_QMP_ARG_END,
+    FERRY_QMP_ARG("uri", FERRY_QMP_T_STR),         FERRY_QMP_ARG_OPT("blk", FERRY_QMP_T_BOOL),
+    FERRY_QMP_ARG_OPT("inc", FERRY_QMP_T_BOOL),    FERRY_QMP_ARG_OPT("detach", FERRY_QMP_T_BOOL),
+    FERRY_QMP_ARG_OPT("resume", FERRY_QMP_T_BOOL), FERRY_QMP_ARG_END,
 };
 
 static const FerryQmpArg migrate_incoming_args[] = {
@@ -247,8 +248,8 @@ static const FerryQmpArg migrate_incoming_args[] = {
 /* The subset of QEMU's MigrateSetParameters that Ferry honours; other QEMU parameters are
  * refused as unexpected rather than silently ignored. */
 static const FerryQmpArg migrate_set_parameters_args[] = {
-    FERRY_QMP_ARG_OPT("downtime-limit", FERRY_QMP_T_UINT64),   /* milliseconds */
-    FERRY_QMP_ARG_OPT("max-bandwidth", FERRY_QMP_T_UINT64),    /* bytes per second */
+    FERRY_QMP_ARG_OPT("downtime-limit", FERRY_QMP_T_UINT64), /* milliseconds */
+    FERRY_QMP_ARG_OPT("max-bandwidth", FERRY_QMP_T_UINT64),  /* bytes per second */
     FERRY_QMP_ARG_OPT("multifd-channels", FERRY_QMP_T_UINT8),
     FERRY_QMP_ARG_END,
 };
@@ -274,14 +275,27 @@ const FerryQmpCommandSpec ferry_qmp_std_commands[] = {
 
 /* QEMU's ShutdownCause and MigrationStatus enums (qapi/run-state.json, qapi/migration.json). */
 static const char *const shutdown_cause_values[] = {
-    "none", "host-error", "host-qmp-quit", "host-qmp-system-reset", "host-signal", "host-ui",
-    "guest-shutdown", "guest-reset", "guest-panic", "subsystem-reset", "snapshot-load", NULL,
+    "none",        "host-error",      "host-qmp-quit",  "host-qmp-system-reset",
+    "host-signal", "host-ui",         "guest-shutdown", "guest-reset",
+    "guest-panic", "subsystem-reset", "snapshot-load",  NULL,
 };
 
 static const char *const migration_status_values[] = {
-    "none", "setup", "cancelling", "cancelled", "active", "postcopy-active",
-    "postcopy-paused", "postcopy-recover", "completed", "failed", "colo", "pre-switchover",
-    "device", "wait-unplug", NULL,
+    "none",
+    "setup",
+    "cancelling",
+    "cancelled",
+    "active",
+    "postcopy-active",
+    "postcopy-paused",
+    "postcopy-recover",
+    "completed",
+    "failed",
+    "colo",
+    "pre-switchover",
+    "device",
+    "wait-unplug",
+    NULL,
 };
 
 static const FerryQmpArg device_deleted_data[] = {
@@ -431,8 +445,8 @@ int ferry_qmp_commands_implement(FerryQmpCommands *r, const char *name, FerryQmp
     return rc;
 }
 
-int ferry_qmp_commands_add(FerryQmpCommands *r, const FerryQmpCommandSpec *spec,
-                           FerryQmpHandler fn, void *ctx, FerryError *err)
+int ferry_qmp_commands_add(FerryQmpCommands *r, const FerryQmpCommandSpec *spec, FerryQmpHandler fn,
+                           void *ctx, FerryError *err)
 {
     int rc;
     if (!spec || !spec->name || !spec->name[0])

@@ -3,10 +3,10 @@
 #ifndef FERRY_CONTROL_QMP_INT_H
 #define FERRY_CONTROL_QMP_INT_H
 
+#include "ferry/control/qmp.h"
+
 #include <stdbool.h>
 #include <stddef.h>
-
-#include "ferry/control/qmp.h"
 
 /* Called for each complete value (`text`, `len`: strict JSON, single quotes already turned into
  * double quotes) or for each error in the stream (`text` NULL, `error` the QMP desc). `text` is
@@ -48,8 +48,6 @@ char *ferry_qmp_format(json_t *msg, size_t *len);
 
 /* Wall-clock timestamp object {"seconds": s, "microseconds": us}; -1/-1 if the clock fails. */
 json_t *ferry_qmp_timestamp(void);
-
-
 
 /* A snapshot of one executable command, taken under the registry lock so the handler runs
  * without holding it. */

@@ -1,11 +1,11 @@
 /* Streaming splitter for QMP input: cuts an unframed byte stream into whole JSON values.
  * It tracks only strings and bracket depth; jansson then parses each value on its own. */
+#include "qmp-int.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "qmp-int.h"
 
 /* Buffers above this are released after use so one large message does not pin memory. */
 #define SPLIT_KEEP_CAP (64u * 1024u)
@@ -114,8 +114,8 @@ static bool lexical_error_byte(unsigned char b)
 
 static bool scalar_byte(unsigned char b)
 {
-    return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
-           b == '-' || b == '+' || b == '.';
+    return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-' ||
+           b == '+' || b == '.';
 }
 
 static void split_open(SplitCall *c, unsigned char b)

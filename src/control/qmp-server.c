@@ -1,5 +1,7 @@
 /* QMP server: a unix socket served by one thread with poll(). Commands of all clients run on
  * that thread one at a time; events are queued from any thread and woken through an eventfd. */
+#include "qmp-int.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,8 +14,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include "qmp-int.h"
 
 /* Stop reading a client's requests while this much output waits for it (backpressure, like
  * QEMU's monitor suspending input); drop a client that lets far more pile up (events it never
@@ -65,8 +65,8 @@ struct FerryQmpServer {
 static void client_flush(Client *c)
 {
     while (!c->dead && c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

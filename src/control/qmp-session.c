@@ -1,11 +1,11 @@
 /* One QMP connection's protocol state: greeting, capabilities negotiation, request checks in
  * QEMU's order and wording, dispatch to the registry, and responses with the request's id. */
+#include "qmp-int.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "qmp-int.h"
 
 struct FerryQmpSession {
     FerryQmpCommands *cmds;
@@ -97,7 +97,8 @@ static const char *check_request(json_t *req, FerryQmpError *err)
 {
     const char *exec_key = NULL, *name = NULL, *key;
     json_t *v;
-    json_object_foreach(req, key, v) {
+    json_object_foreach(req, key, v)
+    {
         if (!strcmp(key, "execute")) {
             if (!json_is_string(v)) {
                 ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
@@ -138,7 +139,8 @@ static int run_capabilities(FerryQmpSession *s, json_t *args, FerryQmpError *err
         char list[256] = "";
         size_t i, off = 0;
         json_t *e;
-        json_array_foreach(enable, i, e) {
+        json_array_foreach(enable, i, e)
+        {
             int n = snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
                              json_string_value(e));
             if (n < 0 || (size_t)n >= sizeof(list) - off)

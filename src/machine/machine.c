@@ -109,6 +109,16 @@ FerryMachine *ferry_machine_new(const FerryMachineConfig *cfg, FerryError *err)
             return NULL;
         }
     }
+    for (size_t d = 0; d < c.ndevices; d++) {
+        FerryRunState run = m->run;
+        m->run = FERRY_RUN_PRELAUNCH;
+        int rc = ferry_machine_device_add_opts(m, c.devices[d], err);
+        m->run = run;
+        if (rc < 0) {
+            ferry_machine_free(m);
+            return NULL;
+        }
+    }
     return m;
 
 err_free_machine:

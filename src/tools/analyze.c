@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analyze-ferry.h"
+#include "ferry/stream/stream.h"
 #include "commands.h"
 #include "ferry/stream/qemu.h"
 
@@ -37,6 +39,7 @@ typedef struct BlockStat {
 
 typedef struct Analyze {
     bool summary;
+    bool json; /* default output: neither --summary nor --extract-ram */
     const char *section; /* --section filter */
     const char *extract; /* --extract-ram DIR */
     FILE *out;
@@ -432,7 +435,7 @@ static int on_section_begin(void *ctx, const FerryQemuSection *s, FerryError *er
                         .offset = s->offset};
         snprintf(st->idstr, sizeof(st->idstr), "%s", s->idstr);
         a->filtered = passes(a, s->idstr, s->section_id);
-        a->entry_open = !a->summary && a->filtered;
+        a->entry_open = a->json && a->filtered;
         if (a->entry_open) {
             char key[300];
             snprintf(key, sizeof(key), "%s (%" PRIu32 ")", s->idstr, s->section_id);
@@ -710,13 +713,16 @@ static int spool_stdin(FerryError *err)
     return fd;
 }
 
-/* The dispatch point for other formats: Ferry's own streams land here later. */
-static int analyze_other(const char *name, const uint8_t *magic, size_t n)
+/* Anything that is not a QEMU stream: Ferry's own format, or a clear refusal. */
+static int analyze_other(Analyze *a, const char *name, int fd, const uint8_t *magic, size_t n)
 {
-    (void)magic;
-    (void)n;
-    fprintf(stderr, "ferry analyze: %s: not a QEMU stream; Ferry stream support pending\n", name);
-    return 1;
+    if (n < FERRY_STREAM_MAGIC_LEN || memcmp(magic, FERRY_STREAM_MAGIC, FERRY_STREAM_MAGIC_LEN)) {
+        fprintf(stderr, "ferry analyze: %s: neither a QEMU nor a Ferry migration stream\n", name);
+        return 1;
+    }
+    FerryAnalyzeOpts o = {.summary = a->summary, .section = a->section, .extract = a->extract,
+                          .out = a->out};
+    return ferry_analyze_ferry_fd(name, fd, &o);
 }
 
 static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
@@ -740,7 +746,7 @@ static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
     int rc = ferry_qemu_reader_run(r, &v, a, &err);
     if (rc == 0 && a->extract)
         rc = flush_zero(a, &err);
-    if (!a->summary && (rc == 0 || a->lv[0].count)) {
+    if (a->json && (rc == 0 || a->lv[0].count)) {
         while (a->depth > 0)
             close_object(a);
         close_object(a);
@@ -776,6 +782,7 @@ static int run_analyze(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    a.json = !a.summary && !a.extract;
     if (optind != argc - 1) {
         usage(stderr);
         return 2;
@@ -806,7 +813,7 @@ static int run_analyze(int argc, char **argv)
     if (n >= 4 && ferry_qemu_probe(magic, (size_t)n))
         status = analyze_qemu(&a, name, fd, flags);
     else
-        status = analyze_other(name, magic, n > 0 ? (size_t)n : 0);
+        status = analyze_other(&a, name, fd, magic, n > 0 ? (size_t)n : 0);
     for (size_t i = 0; i < a.n_blocks; i++)
         if (a.blocks[i].fd >= 0)
             close(a.blocks[i].fd);
@@ -820,5 +827,5 @@ static int run_analyze(int argc, char **argv)
     return status;
 }
 
-const FerryCommand ferry_cmd_analyze = {"analyze", "decode a migration stream (QEMU 7.2 format)",
+const FerryCommand ferry_cmd_analyze = {"analyze", "decode a migration stream (Ferry or QEMU 7.2)",
                                         run_analyze};

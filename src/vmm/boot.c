@@ -12,19 +12,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CR0_PE 0x1ULL
-#define CR0_MP 0x2ULL
-#define CR0_ET 0x10ULL
-#define CR0_NE 0x20ULL
-#define CR0_PG 0x80000000ULL
-#define CR4_PAE 0x20ULL
-#define CR4_OSFXSR 0x200ULL
+#define CR0_PE         0x1ULL
+#define CR0_MP         0x2ULL
+#define CR0_ET         0x10ULL
+#define CR0_NE         0x20ULL
+#define CR0_PG         0x80000000ULL
+#define CR4_PAE        0x20ULL
+#define CR4_OSFXSR     0x200ULL
 #define CR4_OSXMMEXCPT 0x400ULL
-#define EFER_LME 0x100ULL
-#define EFER_LMA 0x400ULL
-#define PDPT_ADDR (FERRY_BOOT_PML4_ADDR + 0x1000)
-#define PD_ADDR (FERRY_BOOT_PML4_ADDR + 0x2000)
-#define TSS_SEL 0x18
+#define EFER_LME       0x100ULL
+#define EFER_LMA       0x400ULL
+#define PDPT_ADDR      (FERRY_BOOT_PML4_ADDR + 0x1000)
+#define PD_ADDR        (FERRY_BOOT_PML4_ADDR + 0x2000)
+#define TSS_SEL        0x18
 
 /* Read a whole regular file into a malloc'ed buffer (caller frees). */
 static int read_file(const char *path, uint8_t **out, size_t *len, size_t max, FerryError *err)
@@ -78,8 +78,7 @@ static int get_sregs(FerryVcpu *v, struct kvm_sregs *s, FerryError *err)
     return 0;
 }
 
-static int set_sregs_regs(FerryVcpu *v, struct kvm_sregs *s, struct kvm_regs *r,
-                          FerryError *err)
+static int set_sregs_regs(FerryVcpu *v, struct kvm_sregs *s, struct kvm_regs *r, FerryError *err)
 {
     if (ioctl(ferry_vcpu_fd(v), KVM_SET_SREGS, s) < 0)
         return ferry_error_set(err, -errno, "vCPU %u: KVM_SET_SREGS: %s", ferry_vcpu_id(v),
@@ -97,8 +96,7 @@ static void real_seg(struct kvm_segment *seg, uint16_t sel, uint32_t base)
     seg->limit = 0xffff;
 }
 
-static int real_mode(FerryVcpu *v, uint32_t cs_base, uint16_t ip, uint64_t rdx,
-                     FerryError *err)
+static int real_mode(FerryVcpu *v, uint32_t cs_base, uint16_t ip, uint64_t rdx, FerryError *err)
 {
     struct kvm_sregs s;
     int r = get_sregs(v, &s, err);
@@ -140,8 +138,7 @@ int ferry_boot_sector_mem(FerryVm *vm, FerryVcpu *bsp, const void *image, size_t
                                FERRY_BOOT_SECTOR_SIZE);
     void *dst = ferry_vm_gpa_to_host(vm, FERRY_BOOT_SECTOR_ADDR, len);
     if (!dst)
-        return ferry_error_set(err, -ENOMEM, "boot sector: no RAM at 0x%x",
-                               FERRY_BOOT_SECTOR_ADDR);
+        return ferry_error_set(err, -ENOMEM, "boot sector: no RAM at 0x%x", FERRY_BOOT_SECTOR_ADDR);
     memcpy(dst, image, len);
     return real_mode(bsp, 0, FERRY_BOOT_SECTOR_ADDR, 0x80 /* DL: boot drive, as a BIOS */, err);
 }
@@ -183,9 +180,16 @@ static void build_tables(uint8_t *low)
 
 static void seg64(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 {
-    *s = (struct kvm_segment){.base = 0, .limit = 0xffffffff, .selector = sel, .type = type,
-                              .present = 1, .dpl = 0, .db = code ? 0 : 1, .s = 1,
-                              .l = code ? 1 : 0, .g = 1};
+    *s = (struct kvm_segment){.base = 0,
+                              .limit = 0xffffffff,
+                              .selector = sel,
+                              .type = type,
+                              .present = 1,
+                              .dpl = 0,
+                              .db = code ? 0 : 1,
+                              .s = 1,
+                              .l = code ? 1 : 0,
+                              .g = 1};
 }
 
 int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError *err)
@@ -193,9 +197,10 @@ int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError 
     uint64_t end_tables = PD_ADDR + 4 * 4096;
     uint8_t *low = ferry_vm_gpa_to_host(vm, 0, end_tables);
     if (!low || ferry_vm_ram_size(vm) <= FERRY_BOOT_FLAT_LOAD_ADDR)
-        return ferry_error_set(err, -ENOMEM, "firmware: %s: RAM of %llu bytes is too small for a flat "
-                               "64-bit image loaded at 1 MiB", path,
-                               (unsigned long long)ferry_vm_ram_size(vm));
+        return ferry_error_set(err, -ENOMEM,
+                               "firmware: %s: RAM of %llu bytes is too small for a flat "
+                               "64-bit image loaded at 1 MiB",
+                               path, (unsigned long long)ferry_vm_ram_size(vm));
     uint64_t room = ferry_vm_ram_size(vm) - FERRY_BOOT_FLAT_LOAD_ADDR;
     if (room > FERRY_VM_LOW_RAM_MAX - FERRY_BOOT_FLAT_LOAD_ADDR)
         room = FERRY_VM_LOW_RAM_MAX - FERRY_BOOT_FLAT_LOAD_ADDR;
@@ -223,15 +228,15 @@ int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError 
     seg64(&s.cs, FERRY_BOOT_CODE64_SEL, 0xb, true);
     seg64(&s.ds, FERRY_BOOT_DATA64_SEL, 0x3, false);
     s.es = s.fs = s.gs = s.ss = s.ds;
-    s.tr = (struct kvm_segment){.base = 0, .limit = 0x67, .selector = TSS_SEL, .type = 0xb,
-                                .present = 1};
+    s.tr = (struct kvm_segment){
+        .base = 0, .limit = 0x67, .selector = TSS_SEL, .type = 0xb, .present = 1};
     s.ldt = (struct kvm_segment){.type = 0x2, .present = 1, .unusable = 1};
     s.gdt.base = FERRY_BOOT_GDT_ADDR;
     s.gdt.limit = 5 * 8 - 1;
     s.idt.base = 0;
     s.idt.limit = 0;
-    struct kvm_regs regs = {.rip = FERRY_BOOT_FLAT_LOAD_ADDR, .rsp = FERRY_BOOT_FLAT_STACK_TOP,
-                            .rflags = 0x2};
+    struct kvm_regs regs = {
+        .rip = FERRY_BOOT_FLAT_LOAD_ADDR, .rsp = FERRY_BOOT_FLAT_STACK_TOP, .rflags = 0x2};
     r = set_sregs_regs(bsp, &s, &regs, err);
     if (r < 0)
         return ferry_error_prefix(err, "firmware %s: entering long mode: ", path);

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#define MSR_IA32_TSC 0x10
+#define MSR_IA32_TSC               0x10
 #define MSR_IA32_ARCH_CAPABILITIES 0x10a
-#define LAPIC_TMCCT 0x390 /* timer current count: computed from host time on read */
+#define LAPIC_TMCCT                0x390 /* timer current count: computed from host time on read */
 
 /* MSRs that KVM reports in KVM_GET_MSR_INDEX_LIST and lets userspace read but refuses to
  * write back on some hosts. Only these are skipped on restore; anything else is an error.
@@ -29,43 +29,59 @@ bool ferry_msr_known_unsettable(uint32_t index)
     return false;
 }
 
-#define VCPU_IOCTL(v, req, arg, err)                                                          \
-    (ioctl(ferry_vcpu_fd(v), req, arg) < 0                                                    \
-         ? ferry_error_set(err, -errno, "vCPU %u: " #req ": %s", ferry_vcpu_id(v),             \
-                           strerror(errno))                                                   \
-         : 0)
-#define VM_IOCTL(vm, req, arg, what, err)                                                     \
-    (ioctl(ferry_vm_fd(vm), req, arg) < 0                                                     \
-         ? ferry_error_set(err, -errno, "VM %s: " #req ": %s", what, strerror(errno))          \
+#define VCPU_IOCTL(v, req, arg, err)                                                               \
+    (ioctl(ferry_vcpu_fd(v), req, arg) < 0 ? ferry_error_set(err, -errno, "vCPU %u: " #req ": %s", \
+                                                             ferry_vcpu_id(v), strerror(errno))    \
+                                           : 0)
+#define VM_IOCTL(vm, req, arg, what, err)                                                          \
+    (ioctl(ferry_vm_fd(vm), req, arg) < 0                                                          \
+         ? ferry_error_set(err, -errno, "VM %s: " #req ": %s", what, strerror(errno))              \
          : 0)
 
 static void seg_from_kvm(FerrySegment *d, const struct kvm_segment *s)
 {
-    *d = (FerrySegment){.base = s->base, .limit = s->limit, .selector = s->selector,
-                        .type = s->type, .present = s->present, .dpl = s->dpl, .db = s->db,
-                        .s = s->s, .l = s->l, .g = s->g, .avl = s->avl,
+    *d = (FerrySegment){.base = s->base,
+                        .limit = s->limit,
+                        .selector = s->selector,
+                        .type = s->type,
+                        .present = s->present,
+                        .dpl = s->dpl,
+                        .db = s->db,
+                        .s = s->s,
+                        .l = s->l,
+                        .g = s->g,
+                        .avl = s->avl,
                         .unusable = s->unusable};
 }
 
 static void seg_to_kvm(struct kvm_segment *d, const FerrySegment *s)
 {
-    *d = (struct kvm_segment){.base = s->base, .limit = s->limit, .selector = s->selector,
-                              .type = s->type, .present = s->present, .dpl = s->dpl,
-                              .db = s->db, .s = s->s, .l = s->l, .g = s->g, .avl = s->avl,
+    *d = (struct kvm_segment){.base = s->base,
+                              .limit = s->limit,
+                              .selector = s->selector,
+                              .type = s->type,
+                              .present = s->present,
+                              .dpl = s->dpl,
+                              .db = s->db,
+                              .s = s->s,
+                              .l = s->l,
+                              .g = s->g,
+                              .avl = s->avl,
                               .unusable = s->unusable};
 }
 
 /* The same member list drives both directions so they cannot drift apart. */
-#define REGS_FIELDS(X)                                                                        \
-    X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12)   \
-        X(r13) X(r14) X(r15) X(rip) X(rflags)
+#define REGS_FIELDS(X)                                                                             \
+    X(rax)                                                                                         \
+    X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13)       \
+        X(r14) X(r15) X(rip) X(rflags)
 #define SEGS(X) X(cs) X(ds) X(es) X(fs) X(gs) X(ss) X(tr) X(ldt)
-#define CRS(X) X(cr0) X(cr2) X(cr3) X(cr4) X(cr8) X(efer) X(apic_base)
+#define CRS(X)  X(cr0) X(cr2) X(cr3) X(cr4) X(cr8) X(efer) X(apic_base)
 
 static void sregs_from_kvm(FerryCpuSregs *d, const struct kvm_sregs *s)
 {
 #define SEG_FROM(n) seg_from_kvm(&d->n, &s->n);
-#define CR_COPY(n) d->n = s->n;
+#define CR_COPY(n)  d->n = s->n;
     SEGS(SEG_FROM)
     CRS(CR_COPY)
     d->gdt = (FerryDtable){s->gdt.base, s->gdt.limit};
@@ -88,20 +104,27 @@ static void sregs_to_kvm(struct kvm_sregs *d, const FerryCpuSregs *s)
 
 static void events_from_kvm(FerryCpuEvents *d, const struct kvm_vcpu_events *s)
 {
-    *d = (FerryCpuEvents){
-        .exception_injected = s->exception.injected, .exception_nr = s->exception.nr,
-        .exception_has_error_code = s->exception.has_error_code,
-        .exception_pending = s->exception.pending,
-        .exception_error_code = s->exception.error_code,
-        .exception_has_payload = s->exception_has_payload,
-        .exception_payload = s->exception_payload,
-        .interrupt_injected = s->interrupt.injected, .interrupt_nr = s->interrupt.nr,
-        .interrupt_soft = s->interrupt.soft, .interrupt_shadow = s->interrupt.shadow,
-        .nmi_injected = s->nmi.injected, .nmi_pending = s->nmi.pending,
-        .nmi_masked = s->nmi.masked, .sipi_vector = s->sipi_vector, .flags = s->flags,
-        .smi_smm = s->smi.smm, .smi_pending = s->smi.pending,
-        .smi_inside_nmi = s->smi.smm_inside_nmi, .smi_latched_init = s->smi.latched_init,
-        .triple_fault_pending = s->triple_fault.pending};
+    *d = (FerryCpuEvents){.exception_injected = s->exception.injected,
+                          .exception_nr = s->exception.nr,
+                          .exception_has_error_code = s->exception.has_error_code,
+                          .exception_pending = s->exception.pending,
+                          .exception_error_code = s->exception.error_code,
+                          .exception_has_payload = s->exception_has_payload,
+                          .exception_payload = s->exception_payload,
+                          .interrupt_injected = s->interrupt.injected,
+                          .interrupt_nr = s->interrupt.nr,
+                          .interrupt_soft = s->interrupt.soft,
+                          .interrupt_shadow = s->interrupt.shadow,
+                          .nmi_injected = s->nmi.injected,
+                          .nmi_pending = s->nmi.pending,
+                          .nmi_masked = s->nmi.masked,
+                          .sipi_vector = s->sipi_vector,
+                          .flags = s->flags,
+                          .smi_smm = s->smi.smm,
+                          .smi_pending = s->smi.pending,
+                          .smi_inside_nmi = s->smi.smm_inside_nmi,
+                          .smi_latched_init = s->smi.latched_init,
+                          .triple_fault_pending = s->triple_fault.pending};
 }
 
 static void events_to_kvm(struct kvm_vcpu_events *d, const FerryCpuEvents *s)
@@ -184,8 +207,8 @@ static int get_msrs(FerryVcpu *v, FerryCpuState *st, FerryError *err)
         }
         for (int i = 0; i < n; i++) {
             if (st->msr_count == FERRY_CPU_MSRS_MAX) {
-                r = ferry_error_set(err, -E2BIG, "vCPU %u: more than %d MSRs",
-                                    ferry_vcpu_id(v), FERRY_CPU_MSRS_MAX);
+                r = ferry_error_set(err, -E2BIG, "vCPU %u: more than %d MSRs", ferry_vcpu_id(v),
+                                    FERRY_CPU_MSRS_MAX);
                 goto out_free_msrs;
             }
             st->msrs[st->msr_count++] = (FerryMsr){m->entries[i].index, m->entries[i].data};
@@ -199,8 +222,7 @@ out_free_list:
     return r;
 }
 
-static int set_msrs(FerryVcpu *v, const FerryCpuState *st, FerryMsrSkips *skipped,
-                    FerryError *err)
+static int set_msrs(FerryVcpu *v, const FerryCpuState *st, FerryMsrSkips *skipped, FerryError *err)
 {
     if (skipped)
         skipped->count = 0;
@@ -242,9 +264,8 @@ static int get_fpu(FerryVcpu *v, FerryCpuState *st, FerryError *err)
 {
     const FerryVmCaps *caps = ferry_vm_caps(ferry_vcpu_vm(v));
     if (caps->xsave) {
-        size_t size = caps->xsave2_size > (int)sizeof(struct kvm_xsave)
-                          ? (size_t)caps->xsave2_size
-                          : sizeof(struct kvm_xsave);
+        size_t size = caps->xsave2_size > (int)sizeof(struct kvm_xsave) ? (size_t)caps->xsave2_size
+                                                                        : sizeof(struct kvm_xsave);
         if (size > FERRY_CPU_XSAVE_MAX)
             return ferry_error_set(err, -E2BIG, "vCPU %u: XSAVE area of %zu bytes exceeds %d",
                                    ferry_vcpu_id(v), size, FERRY_CPU_XSAVE_MAX);
@@ -351,8 +372,8 @@ int ferry_cpu_state_set(FerryVcpu *v, const FerryCpuState *st, FerryMsrSkips *sk
     const FerryVmCaps *caps = ferry_vm_caps(ferry_vcpu_vm(v));
     int r;
     if (st->id != ferry_vcpu_id(v))
-        return ferry_error_set(err, -EINVAL, "vCPU %u: state belongs to vCPU %u",
-                               ferry_vcpu_id(v), st->id);
+        return ferry_error_set(err, -EINVAL, "vCPU %u: state belongs to vCPU %u", ferry_vcpu_id(v),
+                               st->id);
     /* sregs first: CR0/CR4/EFER and the APIC base decide which later values are legal. */
     struct kvm_sregs sregs;
     sregs_to_kvm(&sregs, &st->sregs);
@@ -383,8 +404,8 @@ int ferry_cpu_state_set(FerryVcpu *v, const FerryCpuState *st, FerryMsrSkips *sk
     if ((r = VCPU_IOCTL(v, KVM_SET_MP_STATE, &mp, err)) < 0)
         return r;
     if (caps->debugregs) {
-        struct kvm_debugregs d = {.dr6 = st->debugregs.dr6, .dr7 = st->debugregs.dr7,
-                                  .flags = st->debugregs.flags};
+        struct kvm_debugregs d = {
+            .dr6 = st->debugregs.dr6, .dr7 = st->debugregs.dr7, .flags = st->debugregs.flags};
         memcpy(d.db, st->debugregs.db, sizeof(d.db));
         if ((r = VCPU_IOCTL(v, KVM_SET_DEBUGREGS, &d, err)) < 0)
             return r;
@@ -398,23 +419,48 @@ int ferry_cpu_state_set(FerryVcpu *v, const FerryCpuState *st, FerryMsrSkips *sk
 
 static void pic_from_kvm(FerryPicState *d, const struct kvm_pic_state *s)
 {
-    *d = (FerryPicState){s->last_irr, s->irr, s->imr, s->isr, s->priority_add, s->irq_base,
-                         s->read_reg_select, s->poll, s->special_mask, s->init_state,
-                         s->auto_eoi, s->rotate_on_auto_eoi, s->special_fully_nested_mode,
-                         s->init4, s->elcr, s->elcr_mask};
+    *d = (FerryPicState){s->last_irr,
+                         s->irr,
+                         s->imr,
+                         s->isr,
+                         s->priority_add,
+                         s->irq_base,
+                         s->read_reg_select,
+                         s->poll,
+                         s->special_mask,
+                         s->init_state,
+                         s->auto_eoi,
+                         s->rotate_on_auto_eoi,
+                         s->special_fully_nested_mode,
+                         s->init4,
+                         s->elcr,
+                         s->elcr_mask};
 }
 
 static void pic_to_kvm(struct kvm_pic_state *d, const FerryPicState *s)
 {
-    *d = (struct kvm_pic_state){s->last_irr, s->irr, s->imr, s->isr, s->priority_add,
-                                s->irq_base, s->read_reg_select, s->poll, s->special_mask,
-                                s->init_state, s->auto_eoi, s->rotate_on_auto_eoi,
-                                s->special_fully_nested_mode, s->init4, s->elcr, s->elcr_mask};
+    *d = (struct kvm_pic_state){s->last_irr,
+                                s->irr,
+                                s->imr,
+                                s->isr,
+                                s->priority_add,
+                                s->irq_base,
+                                s->read_reg_select,
+                                s->poll,
+                                s->special_mask,
+                                s->init_state,
+                                s->auto_eoi,
+                                s->rotate_on_auto_eoi,
+                                s->special_fully_nested_mode,
+                                s->init4,
+                                s->elcr,
+                                s->elcr_mask};
 }
 
-#define PIT_FIELDS(X)                                                                         \
-    X(count) X(latched_count) X(count_latched) X(status_latched) X(status) X(read_state)       \
-        X(write_state) X(write_latch) X(rw_mode) X(mode) X(bcd) X(gate) X(count_load_time)
+#define PIT_FIELDS(X)                                                                              \
+    X(count)                                                                                       \
+    X(latched_count) X(count_latched) X(status_latched) X(status) X(read_state) X(write_state)     \
+        X(write_latch) X(rw_mode) X(mode) X(bcd) X(gate) X(count_load_time)
 
 int ferry_vm_state_get(FerryVm *vm, FerryVmState *st, FerryError *err)
 {
@@ -508,8 +554,8 @@ static bool differ(Diff *d, const char *name, const void *a, const void *b, size
         size_t i = 0;
         while (((const uint8_t *)a)[i] == ((const uint8_t *)b)[i])
             i++;
-        snprintf(d->what, d->size, "%s[%zu]: 0x%02x != 0x%02x", name, i,
-                 ((const uint8_t *)a)[i], ((const uint8_t *)b)[i]);
+        snprintf(d->what, d->size, "%s[%zu]: 0x%02x != 0x%02x", name, i, ((const uint8_t *)a)[i],
+                 ((const uint8_t *)b)[i]);
     }
     return true;
 }
@@ -519,13 +565,14 @@ static bool differ(Diff *d, const char *name, const void *a, const void *b, size
 static void diff_seg(Diff *d, const char *seg, const FerrySegment *a, const FerrySegment *b)
 {
     char n[64];
-#define SEG_CMP(f)                                                                            \
-    do {                                                                                      \
-        snprintf(n, sizeof(n), "sregs.%s." #f, seg);                                          \
-        CMP(d, n, a->f, b->f);                                                                \
+#define SEG_CMP(f)                                                                                 \
+    do {                                                                                           \
+        snprintf(n, sizeof(n), "sregs.%s." #f, seg);                                               \
+        CMP(d, n, a->f, b->f);                                                                     \
     } while (0);
-    SEG_CMP(base) SEG_CMP(limit) SEG_CMP(selector) SEG_CMP(type) SEG_CMP(present) SEG_CMP(dpl)
-    SEG_CMP(db) SEG_CMP(s) SEG_CMP(l) SEG_CMP(g) SEG_CMP(avl) SEG_CMP(unusable)
+    SEG_CMP(base)
+    SEG_CMP(limit) SEG_CMP(selector) SEG_CMP(type) SEG_CMP(present) SEG_CMP(dpl) SEG_CMP(db)
+        SEG_CMP(s) SEG_CMP(l) SEG_CMP(g) SEG_CMP(avl) SEG_CMP(unusable)
 }
 
 int ferry_cpu_state_diff(const FerryCpuState *a, const FerryCpuState *b, bool ignore_volatile,
@@ -576,13 +623,14 @@ int ferry_cpu_state_diff(const FerryCpuState *a, const FerryCpuState *b, bool ig
         differ(&d, "lapic", a->lapic, b->lapic, sizeof(a->lapic));
     }
 #define EV_CMP(f) CMP(&d, "events." #f, a->events.f, b->events.f);
-    EV_CMP(exception_injected) EV_CMP(exception_nr) EV_CMP(exception_has_error_code)
-    EV_CMP(exception_pending) EV_CMP(exception_error_code) EV_CMP(exception_has_payload)
-    EV_CMP(exception_payload) EV_CMP(interrupt_injected) EV_CMP(interrupt_nr)
-    EV_CMP(interrupt_soft) EV_CMP(interrupt_shadow) EV_CMP(nmi_injected) EV_CMP(nmi_pending)
-    EV_CMP(nmi_masked) EV_CMP(sipi_vector) EV_CMP(flags) EV_CMP(smi_smm) EV_CMP(smi_pending)
-    EV_CMP(smi_inside_nmi) EV_CMP(smi_latched_init) EV_CMP(triple_fault_pending)
-    CMP(&d, "mp_state", a->mp_state, b->mp_state);
+    EV_CMP(exception_injected)
+    EV_CMP(exception_nr) EV_CMP(exception_has_error_code) EV_CMP(exception_pending)
+        EV_CMP(exception_error_code) EV_CMP(exception_has_payload) EV_CMP(exception_payload)
+            EV_CMP(interrupt_injected) EV_CMP(interrupt_nr) EV_CMP(interrupt_soft)
+                EV_CMP(interrupt_shadow) EV_CMP(nmi_injected) EV_CMP(nmi_pending) EV_CMP(nmi_masked)
+                    EV_CMP(sipi_vector) EV_CMP(flags) EV_CMP(smi_smm) EV_CMP(smi_pending)
+                        EV_CMP(smi_inside_nmi) EV_CMP(smi_latched_init) EV_CMP(triple_fault_pending)
+                            CMP(&d, "mp_state", a->mp_state, b->mp_state);
     CMP(&d, "debugregs.db", a->debugregs.db, b->debugregs.db);
     CMP(&d, "debugregs.dr6", a->debugregs.dr6, b->debugregs.dr6);
     CMP(&d, "debugregs.dr7", a->debugregs.dr7, b->debugregs.dr7);
@@ -596,15 +644,16 @@ int ferry_vm_state_diff(const FerryVmState *a, const FerryVmState *b, bool ignor
     Diff d = {what, what_size, 0};
     char n[64];
     for (int p = 0; p < 2; p++) {
-#define PIC_CMP(f)                                                                            \
-    do {                                                                                      \
-        snprintf(n, sizeof(n), "pic[%d]." #f, p);                                             \
-        CMP(&d, n, a->pic[p].f, b->pic[p].f);                                                 \
+#define PIC_CMP(f)                                                                                 \
+    do {                                                                                           \
+        snprintf(n, sizeof(n), "pic[%d]." #f, p);                                                  \
+        CMP(&d, n, a->pic[p].f, b->pic[p].f);                                                      \
     } while (0);
-        PIC_CMP(last_irr) PIC_CMP(irr) PIC_CMP(imr) PIC_CMP(isr) PIC_CMP(priority_add)
-        PIC_CMP(irq_base) PIC_CMP(read_reg_select) PIC_CMP(poll) PIC_CMP(special_mask)
-        PIC_CMP(init_state) PIC_CMP(auto_eoi) PIC_CMP(rotate_on_auto_eoi)
-        PIC_CMP(special_fully_nested_mode) PIC_CMP(init4) PIC_CMP(elcr) PIC_CMP(elcr_mask)
+        PIC_CMP(last_irr)
+        PIC_CMP(irr) PIC_CMP(imr) PIC_CMP(isr) PIC_CMP(priority_add) PIC_CMP(irq_base)
+            PIC_CMP(read_reg_select) PIC_CMP(poll) PIC_CMP(special_mask) PIC_CMP(init_state)
+                PIC_CMP(auto_eoi) PIC_CMP(rotate_on_auto_eoi) PIC_CMP(special_fully_nested_mode)
+                    PIC_CMP(init4) PIC_CMP(elcr) PIC_CMP(elcr_mask)
     }
     CMP(&d, "ioapic.base_address", a->ioapic.base_address, b->ioapic.base_address);
     CMP(&d, "ioapic.ioregsel", a->ioapic.ioregsel, b->ioapic.ioregsel);
@@ -616,15 +665,16 @@ int ferry_vm_state_diff(const FerryVmState *a, const FerryVmState *b, bool ignor
     }
     CMP(&d, "has_pit", a->has_pit, b->has_pit);
     for (int i = 0; a->has_pit && i < 3; i++) {
-#define PIT_CMP(f)                                                                            \
-    do {                                                                                      \
-        snprintf(n, sizeof(n), "pit[%d]." #f, i);                                             \
-        CMP(&d, n, a->pit[i].f, b->pit[i].f);                                                 \
+#define PIT_CMP(f)                                                                                 \
+    do {                                                                                           \
+        snprintf(n, sizeof(n), "pit[%d]." #f, i);                                                  \
+        CMP(&d, n, a->pit[i].f, b->pit[i].f);                                                      \
     } while (0);
-        PIT_CMP(count) PIT_CMP(latched_count) PIT_CMP(count_latched) PIT_CMP(status_latched)
-        PIT_CMP(status) PIT_CMP(read_state) PIT_CMP(write_state) PIT_CMP(write_latch)
-        PIT_CMP(rw_mode) PIT_CMP(mode) PIT_CMP(bcd) PIT_CMP(gate)
-        if (!ignore_volatile) /* host time of the last load: KVM re-bases it */
+        PIT_CMP(count)
+        PIT_CMP(latched_count) PIT_CMP(count_latched) PIT_CMP(status_latched) PIT_CMP(status)
+            PIT_CMP(read_state) PIT_CMP(write_state) PIT_CMP(write_latch) PIT_CMP(rw_mode)
+                PIT_CMP(mode) PIT_CMP(bcd) PIT_CMP(
+                    gate) if (!ignore_volatile) /* host time of the last load: KVM re-bases it */
             PIT_CMP(count_load_time)
     }
     CMP(&d, "pit_flags", a->pit_flags, b->pit_flags);

@@ -53,8 +53,8 @@ int ferry_pio_bus_register(FerryPioBus *bus, uint16_t base, uint32_t len, const 
                            FerryError *err)
 {
     if (!len || (uint32_t)base + len > 0x10000)
-        return ferry_error_set(err, -EINVAL, "%s: port range 0x%x+%u is empty or past 0xffff",
-                               name, base, len);
+        return ferry_error_set(err, -EINVAL, "%s: port range 0x%x+%u is empty or past 0xffff", name,
+                               base, len);
     int r = 0;
     pthread_rwlock_wrlock(&bus->lock);
     size_t at = 0;
@@ -63,12 +63,11 @@ int ferry_pio_bus_register(FerryPioBus *bus, uint16_t base, uint32_t len, const 
     const PioRange *prev = at ? &bus->ranges[at - 1] : NULL;
     const PioRange *next = at < bus->count ? &bus->ranges[at] : NULL;
     const PioRange *clash = prev && (uint32_t)prev->base + prev->len > base ? prev
-                            : next && next->base < (uint32_t)base + len    ? next
+                            : next && next->base < (uint32_t)base + len     ? next
                                                                             : NULL;
     if (clash) {
-        r = ferry_error_set(err, -EEXIST, "%s: ports 0x%x-0x%x overlap %s at 0x%x-0x%x", name,
-                            base, base + len - 1, clash->name, clash->base,
-                            clash->base + clash->len - 1);
+        r = ferry_error_set(err, -EEXIST, "%s: ports 0x%x-0x%x overlap %s at 0x%x-0x%x", name, base,
+                            base + len - 1, clash->name, clash->base, clash->base + clash->len - 1);
         goto out_unlock;
     }
     if (bus->count == bus->cap) {
@@ -95,8 +94,7 @@ int ferry_pio_bus_unregister(FerryPioBus *bus, uint16_t base, FerryError *err)
     pthread_rwlock_wrlock(&bus->lock);
     for (size_t i = 0; i < bus->count; i++) {
         if (bus->ranges[i].base == base) {
-            memmove(&bus->ranges[i], &bus->ranges[i + 1],
-                    (bus->count - i - 1) * sizeof(PioRange));
+            memmove(&bus->ranges[i], &bus->ranges[i + 1], (bus->count - i - 1) * sizeof(PioRange));
             bus->count--;
             r = 0;
             break;

@@ -1,5 +1,11 @@
 /* ferry run: start a VM on KVM from the command line and run it until the guest powers off
  * or a SIGINT/SIGTERM arrives. Options live in one table so later ones (QMP, incoming) slot in. */
+#include "commands.h"
+#include "ferry/vmm/boot.h"
+#include "ferry/vmm/serial.h"
+#include "ferry/vmm/vcpu.h"
+#include "ferry/vmm/vm.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -11,12 +17,6 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-#include "commands.h"
-#include "ferry/vmm/boot.h"
-#include "ferry/vmm/serial.h"
-#include "ferry/vmm/vcpu.h"
-#include "ferry/vmm/vm.h"
 
 #define DEBUG_EXIT_PORT 0xf4 /* isa-debug-exit compatible: any write powers the VM off */
 
@@ -45,13 +45,26 @@ static int parse_memory(RunOptions *o, const char *v, FerryError *err)
         return ferry_error_set(err, -EINVAL, "--memory '%s': not a size (e.g. 512M, 2G)", v);
     unsigned shift = 20;
     switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case '\0': break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case '\0':
+        break;
     default:
-        return ferry_error_set(err, -EINVAL, "--memory '%s': unknown suffix '%s' (use K, M, G)",
-                               v, end);
+        return ferry_error_set(err, -EINVAL, "--memory '%s': unknown suffix '%s' (use K, M, G)", v,
+                               end);
     }
     if (*end == 'i' && end[1] == 'B')
         end += 2;
@@ -60,8 +73,7 @@ static int parse_memory(RunOptions *o, const char *v, FerryError *err)
     if (*end)
         return ferry_error_set(err, -EINVAL, "--memory '%s': trailing '%s'", v, end);
     if (!n || n > (UINT64_MAX >> shift))
-        return ferry_error_set(err, -EINVAL, "--memory '%s': must be positive and fit 64 bits",
-                               v);
+        return ferry_error_set(err, -EINVAL, "--memory '%s': must be positive and fit 64 bits", v);
     o->memory = (uint64_t)n << shift;
     if (o->memory % FERRY_VM_PAGE_SIZE || o->memory < (1 << 20))
         return ferry_error_set(err, -EINVAL,
@@ -75,8 +87,7 @@ static int parse_uint(const char *s, const char *what, unsigned *out, FerryError
     errno = 0;
     unsigned long n = strtoul(s, &end, 10);
     if (errno || end == s || *end || s[0] == '-' || n == 0 || n > 4096)
-        return ferry_error_set(err, -EINVAL, "--smp: %s '%s' is not a number in 1..4096", what,
-                               s);
+        return ferry_error_set(err, -EINVAL, "--smp: %s '%s' is not a number in 1..4096", what, s);
     *out = (unsigned)n;
     return 0;
 }
@@ -97,8 +108,10 @@ static int parse_smp(RunOptions *o, const char *v, FerryError *err)
     o->maxcpus = o->smp;
     if (comma) {
         if (strncmp(comma, "maxcpus=", 8))
-            return ferry_error_set(err, -EINVAL, "--smp '%s': unknown parameter '%s' (only "
-                                   "maxcpus=M)", v, comma);
+            return ferry_error_set(err, -EINVAL,
+                                   "--smp '%s': unknown parameter '%s' (only "
+                                   "maxcpus=M)",
+                                   v, comma);
         if ((r = parse_uint(comma + 8, "maxcpus", &o->maxcpus, err)) < 0)
             return r;
     }
@@ -226,8 +239,7 @@ static void on_debug_exit(void *opaque, uint16_t off, unsigned size, uint32_t va
     (void)off;
     (void)size;
     char msg[64];
-    snprintf(msg, sizeof(msg), "guest powered off (port 0x%x value 0x%x)", DEBUG_EXIT_PORT,
-             value);
+    snprintf(msg, sizeof(msg), "guest powered off (port 0x%x value 0x%x)", DEBUG_EXIT_PORT, value);
     notify(opaque, msg, 0);
 }
 
@@ -235,8 +247,10 @@ static int host_ram_check(uint64_t want, FerryError *err)
 {
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
     if (pages > 0 && psize > 0 && want > (uint64_t)pages * (uint64_t)psize)
-        return ferry_error_set(err, -ENOMEM, "--memory %llu MiB: more than the host's %llu MiB "
-                               "of RAM", (unsigned long long)(want >> 20),
+        return ferry_error_set(err, -ENOMEM,
+                               "--memory %llu MiB: more than the host's %llu MiB "
+                               "of RAM",
+                               (unsigned long long)(want >> 20),
                                (unsigned long long)((uint64_t)pages * psize >> 20));
     return 0;
 }
@@ -249,8 +263,7 @@ static int open_serial(const char *spec, int *close_me, FerryError *err)
     const char *path = !strcmp(spec, "none") ? "/dev/null" : spec;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return ferry_error_set(err, -errno, "--serial %s: cannot open: %s", spec,
-                               strerror(errno));
+        return ferry_error_set(err, -errno, "--serial %s: cannot open: %s", spec, strerror(errno));
     *close_me = fd;
     return fd;
 }
@@ -289,8 +302,8 @@ static int run_vm(const RunOptions *o, FerryError *err)
     }
     const FerryVmCaps *caps = ferry_vm_caps(vm);
     if (o->maxcpus > (unsigned)caps->max_vcpus) {
-        r = ferry_error_set(err, -EINVAL, "--smp: maxcpus=%u exceeds KVM's limit of %d",
-                            o->maxcpus, caps->max_vcpus);
+        r = ferry_error_set(err, -EINVAL, "--smp: maxcpus=%u exceeds KVM's limit of %d", o->maxcpus,
+                            caps->max_vcpus);
         goto out_vm;
     }
     FerryVcpus *vcpus = ferry_vcpus_create(vm, on_vcpu_event, &ctx, err);
@@ -298,8 +311,8 @@ static int run_vm(const RunOptions *o, FerryError *err)
         r = err->code;
         goto out_vm;
     }
-    FerrySerial *serial = ferry_serial_create(vm, FERRY_SERIAL_COM1_BASE,
-                                              FERRY_SERIAL_COM1_IRQ, out_fd, err);
+    FerrySerial *serial =
+        ferry_serial_create(vm, FERRY_SERIAL_COM1_BASE, FERRY_SERIAL_COM1_IRQ, out_fd, err);
     if (!serial) {
         r = err->code;
         goto out_vcpus;

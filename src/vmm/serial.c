@@ -9,22 +9,28 @@
 #include <unistd.h>
 
 enum {
-    REG_RBR_THR = 0, REG_IER = 1, REG_IIR_FCR = 2, REG_LCR = 3,
-    REG_MCR = 4, REG_LSR = 5, REG_MSR = 6, REG_SCR = 7,
+    REG_RBR_THR = 0,
+    REG_IER = 1,
+    REG_IIR_FCR = 2,
+    REG_LCR = 3,
+    REG_MCR = 4,
+    REG_LSR = 5,
+    REG_MSR = 6,
+    REG_SCR = 7,
 };
-#define LCR_DLAB 0x80
-#define IER_RDI 0x01
-#define IER_THRI 0x02
+#define LCR_DLAB   0x80
+#define IER_RDI    0x01
+#define IER_THRI   0x02
 #define IIR_NO_INT 0x01
-#define IIR_THRI 0x02
-#define IIR_RDI 0x04
-#define IIR_FIFO 0xc0
-#define LSR_DR 0x01
-#define LSR_THRE 0x20
-#define LSR_TEMT 0x40
-#define MCR_LOOP 0x10
-#define RX_FIFO 16
-#define OUT_BUF 4096
+#define IIR_THRI   0x02
+#define IIR_RDI    0x04
+#define IIR_FIFO   0xc0
+#define LSR_DR     0x01
+#define LSR_THRE   0x20
+#define LSR_TEMT   0x40
+#define MCR_LOOP   0x10
+#define RX_FIFO    16
+#define OUT_BUF    4096
 
 struct FerrySerial {
     FerryVm *vm;
@@ -117,23 +123,33 @@ static uint32_t serial_read(void *opaque, uint16_t off, unsigned size)
             }
         }
         break;
-    case REG_IER: v = (s->lcr & LCR_DLAB) ? s->dlm : s->ier; break;
+    case REG_IER:
+        v = (s->lcr & LCR_DLAB) ? s->dlm : s->ier;
+        break;
     case REG_IIR_FCR:
         v = iir_locked(s);
         if ((v & 0x0f) == IIR_THRI) /* reading IIR acknowledges THR empty */
             s->thr_ipending = false;
         break;
-    case REG_LCR: v = s->lcr; break;
-    case REG_MCR: v = s->mcr; break;
-    case REG_LSR: v = LSR_THRE | LSR_TEMT | (s->rx_count ? LSR_DR : 0); break;
+    case REG_LCR:
+        v = s->lcr;
+        break;
+    case REG_MCR:
+        v = s->mcr;
+        break;
+    case REG_LSR:
+        v = LSR_THRE | LSR_TEMT | (s->rx_count ? LSR_DR : 0);
+        break;
     case REG_MSR:
         /* Loopback maps MCR outputs to inputs; otherwise report carrier, DSR and CTS up so
          * polling drivers transmit. */
-        v = (s->mcr & MCR_LOOP) ? (uint8_t)((s->mcr & 0x0c) << 4 | (s->mcr & 0x01) << 5 |
-                                            (s->mcr & 0x02) << 3)
-                                : 0xb0;
+        v = (s->mcr & MCR_LOOP)
+                ? (uint8_t)((s->mcr & 0x0c) << 4 | (s->mcr & 0x01) << 5 | (s->mcr & 0x02) << 3)
+                : 0xb0;
         break;
-    case REG_SCR: v = s->scr; break;
+    case REG_SCR:
+        v = s->scr;
+        break;
     }
     update_irq_locked(s);
     pthread_mutex_unlock(&s->lock);
@@ -172,10 +188,17 @@ static void serial_write(void *opaque, uint16_t off, unsigned size, uint32_t val
             s->rx_count = 0;
         }
         break;
-    case REG_LCR: s->lcr = v; break;
-    case REG_MCR: s->mcr = v & 0x1f; break;
-    case REG_SCR: s->scr = v; break;
-    default: break; /* LSR and MSR are read-only */
+    case REG_LCR:
+        s->lcr = v;
+        break;
+    case REG_MCR:
+        s->mcr = v & 0x1f;
+        break;
+    case REG_SCR:
+        s->scr = v;
+        break;
+    default:
+        break; /* LSR and MSR are read-only */
     }
     update_irq_locked(s);
     pthread_mutex_unlock(&s->lock);
@@ -196,8 +219,8 @@ FerrySerial *ferry_serial_create(FerryVm *vm, uint16_t base, uint32_t irq, int o
     s->dll = 0x0c; /* 9600 baud, as firmware leaves it */
     s->lcr = 0x03; /* 8N1 */
     pthread_mutex_init(&s->lock, NULL);
-    if (ferry_pio_bus_register(ferry_vm_pio_bus(vm), base, 8, "serial", serial_read,
-                               serial_write, s, err) < 0) {
+    if (ferry_pio_bus_register(ferry_vm_pio_bus(vm), base, 8, "serial", serial_read, serial_write,
+                               s, err) < 0) {
         pthread_mutex_destroy(&s->lock);
         free(s);
         return NULL;

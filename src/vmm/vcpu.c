@@ -40,7 +40,10 @@ struct FerryVcpus {
     struct kvm_cpuid2 *cpuid; /* host-supported CPUID, patched per vCPU */
 };
 
-static void kick_handler(int sig) { (void)sig; }
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
 
 static int install_kick_handler(FerryError *err)
 {
@@ -74,8 +77,7 @@ static struct kvm_cpuid2 *supported_cpuid(int kvm_fd, FerryError *err)
     return NULL;
 }
 
-FerryVcpus *ferry_vcpus_create(FerryVm *vm, FerryVcpuEventFn event, void *opaque,
-                               FerryError *err)
+FerryVcpus *ferry_vcpus_create(FerryVm *vm, FerryVcpuEventFn event, void *opaque, FerryError *err)
 {
     if (install_kick_handler(err) < 0)
         return NULL;
@@ -141,12 +143,18 @@ static void handle_io(FerryVcpu *v)
 static const char *exit_name(uint32_t reason)
 {
     switch (reason) {
-    case KVM_EXIT_FAIL_ENTRY: return "FAIL_ENTRY";
-    case KVM_EXIT_INTERNAL_ERROR: return "INTERNAL_ERROR";
-    case KVM_EXIT_MMIO: return "MMIO";
-    case KVM_EXIT_EXCEPTION: return "EXCEPTION";
-    case KVM_EXIT_DEBUG: return "DEBUG";
-    default: return "unknown";
+    case KVM_EXIT_FAIL_ENTRY:
+        return "FAIL_ENTRY";
+    case KVM_EXIT_INTERNAL_ERROR:
+        return "INTERNAL_ERROR";
+    case KVM_EXIT_MMIO:
+        return "MMIO";
+    case KVM_EXIT_EXCEPTION:
+        return "EXCEPTION";
+    case KVM_EXIT_DEBUG:
+        return "DEBUG";
+    default:
+        return "unknown";
     }
 }
 
@@ -187,14 +195,24 @@ static bool handle_exit(FerryVcpu *v)
                          run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
                              ? " (instruction emulation failed)"
                              : "");
-        for (uint32_t i = 0; i < run->internal.ndata && i < 4 && n < (int)sizeof(msg); i++)
-            n += snprintf(msg + n, sizeof(msg) - n, " data[%u]=0x%llx", i,
-                          (unsigned long long)run->internal.data[i]);
+        if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && run->internal.ndata >= 2 &&
+            (run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+            /* The bytes at RIP the emulator choked on: names the guest instruction. */
+            unsigned len = run->emulation_failure.insn_size;
+            n += snprintf(msg + n, sizeof(msg) - n, " at instruction bytes");
+            for (unsigned i = 0; i < len && i < 15 && n < (int)sizeof(msg); i++)
+                n += snprintf(msg + n, sizeof(msg) - n, " %02x",
+                              run->emulation_failure.insn_bytes[i]);
+        } else {
+            for (uint32_t i = 0; i < run->internal.ndata && i < 4 && n < (int)sizeof(msg); i++)
+                n += snprintf(msg + n, sizeof(msg) - n, " data[%u]=0x%llx", i,
+                              (unsigned long long)run->internal.data[i]);
+        }
         break;
     }
     default:
-        snprintf(msg, sizeof(msg), "vCPU %u: unhandled KVM exit %u (%s)", v->id,
-                 run->exit_reason, exit_name(run->exit_reason));
+        snprintf(msg, sizeof(msg), "vCPU %u: unhandled KVM exit %u (%s)", v->id, run->exit_reason,
+                 exit_name(run->exit_reason));
         break;
     }
     stop_self(v, FERRY_VCPU_EVENT_ERROR, msg);
@@ -429,9 +447,18 @@ FerryVcpu *ferry_vcpus_get(FerryVcpus *set, unsigned index)
     return v;
 }
 
-uint32_t ferry_vcpu_id(const FerryVcpu *vcpu) { return vcpu->id; }
-int ferry_vcpu_fd(const FerryVcpu *vcpu) { return vcpu->fd; }
-FerryVm *ferry_vcpu_vm(const FerryVcpu *vcpu) { return vcpu->set->vm; }
+uint32_t ferry_vcpu_id(const FerryVcpu *vcpu)
+{
+    return vcpu->id;
+}
+int ferry_vcpu_fd(const FerryVcpu *vcpu)
+{
+    return vcpu->fd;
+}
+FerryVm *ferry_vcpu_vm(const FerryVcpu *vcpu)
+{
+    return vcpu->set->vm;
+}
 uint64_t ferry_vcpu_exit_count(const FerryVcpu *vcpu)
 {
     return __atomic_load_n(&vcpu->exits, __ATOMIC_RELAXED);

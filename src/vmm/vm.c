@@ -53,6 +53,12 @@ static int open_kvm(const char *path, FerryError *err)
         return ferry_error_set(err, -e, "%s: cannot open: %s", path, strerror(e));
     }
     int version = ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (version < 0) {
+        int e = errno;
+        close(fd);
+        return ferry_error_set(err, -ENODEV, "%s: not a KVM device (KVM_GET_API_VERSION: %s)", path,
+                               strerror(e));
+    }
     if (version != KVM_API_VERSION) {
         close(fd);
         return ferry_error_set(err, -EPROTO, "%s: KVM API version %d, Ferry needs %d", path,
@@ -71,10 +77,9 @@ static int set_slot(FerryVm *vm, uint32_t id, const VmSlot *s, bool log, FerryEr
         .userspace_addr = (uintptr_t)s->host,
     };
     if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return ferry_error_set(err, -errno,
-                               "memslot %u [0x%llx, 0x%llx): KVM_SET_USER_MEMORY_REGION: %s", id,
-                               (unsigned long long)s->gpa, (unsigned long long)(s->gpa + s->size),
-                               strerror(errno));
+        return ferry_error_set(
+            err, -errno, "memslot %u [0x%llx, 0x%llx): KVM_SET_USER_MEMORY_REGION: %s", id,
+            (unsigned long long)s->gpa, (unsigned long long)(s->gpa + s->size), strerror(errno));
     return 0;
 }
 
@@ -113,8 +118,8 @@ static int slot_add(FerryVm *vm, uint64_t gpa, uint64_t size, bool boot, uint32_
         vm->slots = n;
         memset(&vm->slots[vm->nslots++], 0, sizeof(*n));
     }
-    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
-                      MAP_NORESERVE, -1, 0);
+    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (host == MAP_FAILED)
         return ferry_error_set(err, -errno, "RAM block at 0x%llx: cannot map %llu MiB: %s",
                                (unsigned long long)gpa, (unsigned long long)(size >> 20),
@@ -265,11 +270,26 @@ void ferry_vm_destroy(FerryVm *vm)
     free(vm);
 }
 
-const FerryVmCaps *ferry_vm_caps(const FerryVm *vm) { return &vm->caps; }
-int ferry_vm_fd(const FerryVm *vm) { return vm->vm_fd; }
-int ferry_vm_kvm_fd(const FerryVm *vm) { return vm->kvm_fd; }
-FerryPioBus *ferry_vm_pio_bus(FerryVm *vm) { return vm->pio; }
-uint64_t ferry_vm_ram_size(const FerryVm *vm) { return vm->ram_size; }
+const FerryVmCaps *ferry_vm_caps(const FerryVm *vm)
+{
+    return &vm->caps;
+}
+int ferry_vm_fd(const FerryVm *vm)
+{
+    return vm->vm_fd;
+}
+int ferry_vm_kvm_fd(const FerryVm *vm)
+{
+    return vm->kvm_fd;
+}
+FerryPioBus *ferry_vm_pio_bus(FerryVm *vm)
+{
+    return vm->pio;
+}
+uint64_t ferry_vm_ram_size(const FerryVm *vm)
+{
+    return vm->ram_size;
+}
 
 size_t ferry_vm_ram_count(const FerryVm *vm)
 {
@@ -286,8 +306,8 @@ int ferry_vm_ram_block(const FerryVm *vm, size_t index, FerryRamBlock *out, Ferr
         if (!s->used)
             continue;
         if (index-- == 0) {
-            *out = (FerryRamBlock){.slot = (uint32_t)i, .gpa = s->gpa, .size = s->size,
-                                   .host = s->host};
+            *out = (FerryRamBlock){
+                .slot = (uint32_t)i, .gpa = s->gpa, .size = s->size, .host = s->host};
             return 0;
         }
     }
@@ -309,25 +329,25 @@ int ferry_vm_ram_add(FerryVm *vm, uint64_t gpa, uint64_t size, uint32_t *slot, F
     return slot_add(vm, gpa, size, false, slot, err);
 }
 
-static VmSlot *find_slot(FerryVm *vm, uint32_t slot, FerryError *err)
+static int find_slot(FerryVm *vm, uint32_t slot, VmSlot **out, FerryError *err)
 {
-    if (slot >= vm->nslots || !vm->slots[slot].used) {
-        ferry_error_set(err, -ENOENT, "memslot %u: no such RAM block", slot);
-        return NULL;
-    }
-    return &vm->slots[slot];
+    if (slot >= vm->nslots || !vm->slots[slot].used)
+        return ferry_error_set(err, -ENOENT, "memslot %u: no such RAM block", slot);
+    *out = &vm->slots[slot];
+    return 0;
 }
 
 int ferry_vm_ram_remove(FerryVm *vm, uint32_t slot, FerryError *err)
 {
-    VmSlot *s = find_slot(vm, slot, err);
-    if (!s)
-        return err ? err->code : -ENOENT;
+    VmSlot *s = NULL;
+    int r = find_slot(vm, slot, &s, err);
+    if (r < 0)
+        return r;
     if (s->boot)
         return ferry_error_set(err, -EPERM, "memslot %u: boot RAM cannot be removed", slot);
     VmSlot gone = *s;
     gone.used = false;
-    int r = set_slot(vm, slot, &gone, false, err);
+    r = set_slot(vm, slot, &gone, false, err);
     if (r < 0)
         return r;
     munmap(s->host, s->size);
@@ -363,7 +383,10 @@ int ferry_vm_dirty_log_stop(FerryVm *vm, FerryError *err)
     return vm->dirty_logging ? dirty_log_set(vm, false, err) : 0;
 }
 
-bool ferry_vm_dirty_log_active(const FerryVm *vm) { return vm->dirty_logging; }
+bool ferry_vm_dirty_log_active(const FerryVm *vm)
+{
+    return vm->dirty_logging;
+}
 
 size_t ferry_vm_dirty_bitmap_size(uint64_t block_size)
 {
@@ -374,9 +397,10 @@ size_t ferry_vm_dirty_bitmap_size(uint64_t block_size)
 int ferry_vm_dirty_log_fetch(FerryVm *vm, uint32_t slot, uint64_t *bitmap, size_t bitmap_size,
                              FerryError *err)
 {
-    VmSlot *s = find_slot(vm, slot, err);
-    if (!s)
-        return err ? err->code : -ENOENT;
+    VmSlot *s = NULL;
+    int r = find_slot(vm, slot, &s, err);
+    if (r < 0)
+        return r;
     if (!vm->dirty_logging)
         return ferry_error_set(err, -EINVAL, "memslot %u: dirty logging is not active", slot);
     size_t need = ferry_vm_dirty_bitmap_size(s->size);
@@ -393,8 +417,8 @@ int ferry_vm_dirty_log_fetch(FerryVm *vm, uint32_t slot, uint64_t *bitmap, size_
     /* Manual protection: re-protect exactly the reported pages, before the caller copies
      * them, so a write racing with the copy is reported by the next fetch. */
     uint64_t pages = s->size / FERRY_VM_PAGE_SIZE;
-    struct kvm_clear_dirty_log clear = {.slot = slot, .first_page = 0,
-                                        .num_pages = (uint32_t)pages, .dirty_bitmap = bitmap};
+    struct kvm_clear_dirty_log clear = {
+        .slot = slot, .first_page = 0, .num_pages = (uint32_t)pages, .dirty_bitmap = bitmap};
     if (pages > UINT32_MAX)
         return ferry_error_set(err, -E2BIG, "memslot %u: too many pages to clear", slot);
     if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0)
@@ -407,7 +431,6 @@ int ferry_vm_set_irq(FerryVm *vm, uint32_t gsi, bool level, FerryError *err)
 {
     struct kvm_irq_level irq = {.irq = gsi, .level = level};
     if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
-        return ferry_error_set(err, -errno, "IRQ line %u: KVM_IRQ_LINE: %s", gsi,
-                               strerror(errno));
+        return ferry_error_set(err, -errno, "IRQ line %u: KVM_IRQ_LINE: %s", gsi, strerror(errno));
     return 0;
 }

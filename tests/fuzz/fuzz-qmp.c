@@ -1,12 +1,12 @@
 /* libFuzzer harness for the QMP input path: splitter, JSON parsing, request checks, argument
  * checks and dispatch, fed straight into a session (no socket). Every answer must be one
  * well-formed JSON object line, and the session must never crash or leak. */
+#include "ferry/control/qmp.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/control/qmp.h"
 
 static const FerryQmpArg echo_args[] = {
     FERRY_QMP_ARG("s", FERRY_QMP_T_STR),

@@ -3,6 +3,11 @@
 #ifndef FERRY_TESTS_KVM_TEST_H
 #define FERRY_TESTS_KVM_TEST_H
 
+#include "ferry/vmm/boot.h"
+#include "ferry/vmm/serial.h"
+#include "ferry/vmm/vcpu.h"
+#include "ferry/vmm/vm.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,18 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ferry/vmm/boot.h"
-#include "ferry/vmm/serial.h"
-#include "ferry/vmm/vcpu.h"
-#include "ferry/vmm/vm.h"
-
 #define KT_SKIP 77
 
 static inline void kt_require_kvm(const char *test)
 {
     if (access("/dev/kvm", R_OK | W_OK) != 0) {
-        fprintf(stderr, "\n*** SKIPPED %s: /dev/kvm is not usable (%s); KVM tests did NOT run "
-                        "***\n\n",
+        fprintf(stderr,
+                "\n*** SKIPPED %s: /dev/kvm is not usable (%s); KVM tests did NOT run "
+                "***\n\n",
                 test, strerror(errno));
         printf("SKIPPED: /dev/kvm not usable: %s\n", strerror(errno));
         exit(KT_SKIP);
@@ -73,8 +74,8 @@ static inline void kt_guest_init(KtGuest *g, uint64_t ram, int out_fd)
     g->out_fd = out_fd >= 0 ? out_fd : memfd_create("serial", MFD_CLOEXEC);
     if (g->out_fd < 0)
         kt_die("memfd_create", NULL);
-    g->serial = ferry_serial_create(g->vm, FERRY_SERIAL_COM1_BASE, FERRY_SERIAL_COM1_IRQ,
-                                    g->out_fd, &err);
+    g->serial =
+        ferry_serial_create(g->vm, FERRY_SERIAL_COM1_BASE, FERRY_SERIAL_COM1_IRQ, g->out_fd, &err);
     if (!g->serial)
         kt_die("ferry_serial_create", &err);
 }

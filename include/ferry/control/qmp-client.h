@@ -3,11 +3,11 @@
 #ifndef FERRY_CONTROL_QMP_CLIENT_H
 #define FERRY_CONTROL_QMP_CLIENT_H
 
-#include <jansson.h>
-#include <stddef.h>
-
 #include "ferry/control/qmp.h"
 #include "ferry/error.h"
+
+#include <jansson.h>
+#include <stddef.h>
 
 typedef struct FerryQmpClient FerryQmpClient;
 
@@ -34,8 +34,8 @@ int ferry_qmp_client_execute(FerryQmpClient *c, const char *command, json_t *arg
 
 /* Wait for an event named `name` (NULL: any event), taking it from the queue first. Events of
  * other names stay queued in order. *event = the whole event object (caller frees). */
-int ferry_qmp_client_wait_event(FerryQmpClient *c, const char *name, int timeout_ms,
-                                json_t **event, FerryError *err);
+int ferry_qmp_client_wait_event(FerryQmpClient *c, const char *name, int timeout_ms, json_t **event,
+                                FerryError *err);
 
 /* Raw access for protocol tests (bypasses the event queue). send_raw writes bytes as they are;
  * recv returns the next message from the socket, whatever it is (caller frees). */

@@ -8,11 +8,11 @@
 #ifndef FERRY_CONTROL_QMP_H
 #define FERRY_CONTROL_QMP_H
 
+#include "ferry/error.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
-
-#include "ferry/error.h"
 
 /* ---- Errors sent to clients ------------------------------------------------------------- */
 
@@ -53,26 +53,28 @@ typedef enum FerryQmpType {
     FERRY_QMP_T_ANY = 0, /* any JSON value, unchecked */
     FERRY_QMP_T_STR,     /* string; restricted to `values` when given (a QAPI enum) */
     FERRY_QMP_T_BOOL,
-    FERRY_QMP_T_INT,     /* int64 */
-    FERRY_QMP_T_UINT64,  /* 0..INT64_MAX (jansson's integer range) */
+    FERRY_QMP_T_INT,    /* int64 */
+    FERRY_QMP_T_UINT64, /* 0..INT64_MAX (jansson's integer range) */
     FERRY_QMP_T_UINT8,
-    FERRY_QMP_T_NUMBER,  /* real or integer */
-    FERRY_QMP_T_OBJECT,  /* any object, members unchecked */
-    FERRY_QMP_T_ARRAY,   /* elements checked against `elem` (and `values`) */
+    FERRY_QMP_T_NUMBER, /* real or integer */
+    FERRY_QMP_T_OBJECT, /* any object, members unchecked */
+    FERRY_QMP_T_ARRAY,  /* elements checked against `elem` (and `values`) */
 } FerryQmpType;
 
 /* One member of a command's arguments or of an event's data. */
 typedef struct FerryQmpArg {
-    const char *name;          /* NULL ends a table */
+    const char *name; /* NULL ends a table */
     FerryQmpType type;
     bool optional;
     FerryQmpType elem;         /* FERRY_QMP_T_ARRAY: type of every element */
     const char *const *values; /* FERRY_QMP_T_STR (or array of it): NULL-terminated enum */
 } FerryQmpArg;
 
+/* clang-format off */
 #define FERRY_QMP_ARG(n, t)     { .name = (n), .type = (t) }
 #define FERRY_QMP_ARG_OPT(n, t) { .name = (n), .type = (t), .optional = true }
 #define FERRY_QMP_ARG_END       { .name = NULL }
+/* clang-format on */
 
 /* A command (or event) declaration. Tables and strings are borrowed and must outlive every
  * registry they are added to (static tables in practice). */
@@ -122,8 +124,7 @@ int ferry_qmp_commands_add_event(FerryQmpCommands *cmds, const FerryQmpCommandSp
 
 /* Declared spec of a command or event; NULL when unknown. Borrowed. */
 const FerryQmpCommandSpec *ferry_qmp_commands_spec(FerryQmpCommands *cmds, const char *name);
-const FerryQmpCommandSpec *ferry_qmp_commands_event_spec(FerryQmpCommands *cmds,
-                                                         const char *name);
+const FerryQmpCommandSpec *ferry_qmp_commands_event_spec(FerryQmpCommands *cmds, const char *name);
 
 /* Whether a command can be executed (built in, or declared and implemented). */
 bool ferry_qmp_commands_available(FerryQmpCommands *cmds, const char *name);
@@ -179,7 +180,8 @@ typedef struct FerryQmpServer FerryQmpServer;
 
 /* Listen on the unix socket `path`, created with mode 0600 whatever the umask (a stale socket
  * at `path` is replaced; any other file is an error). Commands come from `cmds` (borrowed; it
- * must outlive the server). Serves nothing until ferry_qmp_server_start. Caller frees with
+ * must outlive the server). `cfg` (may be NULL) is copied, but cfg->package is borrowed and
+ * must outlive the server. Serves nothing until ferry_qmp_server_start. Caller frees with
  * ferry_qmp_server_destroy. */
 FerryQmpServer *ferry_qmp_server_create(const char *path, FerryQmpCommands *cmds,
                                         const FerryQmpConfig *cfg, FerryError *err);
@@ -195,11 +197,11 @@ void ferry_qmp_server_destroy(FerryQmpServer *srv);
 /* Socket path (borrowed). */
 const char *ferry_qmp_server_path(const FerryQmpServer *srv);
 
-/* Emit an event to every client in command mode, from any thread. `data` is borrowed (may be
- * NULL: no "data" member) and serialised before return; the timestamp is taken now (wall clock,
- * seconds + microseconds, as QEMU). A declared event's data is checked against its spec:
- * -EINVAL on mismatch, -ENOENT for an undeclared event, -ENOBUFS when the queue is full
- * (the server thread is stuck). Events are delivered in emission order. */
+/* Emit an event to every client in command mode, from any thread (not after destroy). `data` is
+ * borrowed (may be NULL: no "data" member) and serialised before return; the timestamp is taken now
+ * (wall clock, seconds + microseconds, as QEMU). A declared event's data is checked against its
+ * spec: -EINVAL on mismatch, -ENOENT for an undeclared event, -ENOBUFS when the queue is full (the
+ * server thread is stuck). Events are delivered in emission order. */
 int ferry_qmp_emit(FerryQmpServer *srv, const char *event, json_t *data, FerryError *err);
 
 /* Number of connected clients (for tests and status). */

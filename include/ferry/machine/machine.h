@@ -25,6 +25,8 @@ typedef struct FerryMachineConfig {
     uint32_t mem_slots;     /* 128 MiB memory block slots; 0 = 4 */
     uint32_t card_slots;    /* device slots; 0 = 4 */
     bool incoming;          /* start in inmigrate (--incoming), else prelaunch */
+    const char *const *devices; /* -device option strings ("card,id=c1,slot=1"), coldplugged */
+    size_t ndevices;
 } FerryMachineConfig;
 
 /* Seeded bad policies, for testing the explorer (docs/explorer.md). All false (the default) is

@@ -3,11 +3,11 @@
 #ifndef FERRY_VMM_BOOT_H
 #define FERRY_VMM_BOOT_H
 
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/vmm/vcpu.h"
 #include "ferry/vmm/vm.h"
+
+#include <stdint.h>
 
 #define FERRY_BOOT_SECTOR_ADDR 0x7c00
 #define FERRY_BOOT_SECTOR_SIZE 512
@@ -17,10 +17,10 @@
  * the first 4 GiB with 2 MiB pages), stack top at 0x80000 growing down. */
 #define FERRY_BOOT_FLAT_LOAD_ADDR 0x100000ULL
 #define FERRY_BOOT_FLAT_STACK_TOP 0x80000ULL
-#define FERRY_BOOT_GDT_ADDR 0x1000ULL
-#define FERRY_BOOT_PML4_ADDR 0x2000ULL
-#define FERRY_BOOT_CODE64_SEL 0x08
-#define FERRY_BOOT_DATA64_SEL 0x10
+#define FERRY_BOOT_GDT_ADDR       0x1000ULL
+#define FERRY_BOOT_PML4_ADDR      0x2000ULL
+#define FERRY_BOOT_CODE64_SEL     0x08
+#define FERRY_BOOT_DATA64_SEL     0x10
 
 /* Copy the boot sector at `path` to 0x7c00 and set `bsp` to real mode there (CS base/selector
  * 0, RIP 0x7c00, RFLAGS 0x2). The file must be exactly 512 bytes; errors name the file. The

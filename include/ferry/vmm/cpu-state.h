@@ -3,19 +3,19 @@
 #ifndef FERRY_VMM_CPU_STATE_H
 #define FERRY_VMM_CPU_STATE_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/vmm/vcpu.h"
 #include "ferry/vmm/vm.h"
 
-#define FERRY_CPU_MSRS_MAX 512
-#define FERRY_CPU_XSAVE_MAX 16384
-#define FERRY_CPU_XCRS_MAX 16
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FERRY_CPU_MSRS_MAX   512
+#define FERRY_CPU_XSAVE_MAX  16384
+#define FERRY_CPU_XCRS_MAX   16
 #define FERRY_CPU_LAPIC_SIZE 1024
-#define FERRY_MSR_SKIP_MAX 32
+#define FERRY_MSR_SKIP_MAX   32
 
 typedef struct FerryCpuRegs {
     uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;

@@ -3,9 +3,9 @@
 #ifndef FERRY_VMM_PIO_H
 #define FERRY_VMM_PIO_H
 
-#include <stdint.h>
-
 #include "ferry/error.h"
+
+#include <stdint.h>
 
 typedef struct FerryPioBus FerryPioBus;
 

@@ -3,14 +3,14 @@
 #ifndef FERRY_VMM_SERIAL_H
 #define FERRY_VMM_SERIAL_H
 
-#include <stddef.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/vmm/vm.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 #define FERRY_SERIAL_COM1_BASE 0x3f8
-#define FERRY_SERIAL_COM1_IRQ 4
+#define FERRY_SERIAL_COM1_IRQ  4
 
 typedef struct FerrySerial FerrySerial;
 

@@ -3,12 +3,12 @@
 #ifndef FERRY_VMM_VCPU_H
 #define FERRY_VMM_VCPU_H
 
+#include "ferry/error.h"
+#include "ferry/vmm/vm.h"
+
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
-
-#include "ferry/error.h"
-#include "ferry/vmm/vm.h"
 
 typedef struct FerryVcpus FerryVcpus; /* the set of vCPUs of one VM */
 typedef struct FerryVcpu FerryVcpu;   /* one vCPU; owned by its set */
@@ -32,8 +32,7 @@ typedef void (*FerryVcpuEventFn)(void *opaque, FerryVcpu *vcpu, FerryVcpuEvent e
 
 /* Caller frees with ferry_vcpus_destroy (before ferry_vm_destroy). The set starts paused:
  * vCPUs added to it do not run until ferry_vcpus_resume. `vm` is borrowed. */
-FerryVcpus *ferry_vcpus_create(FerryVm *vm, FerryVcpuEventFn event, void *opaque,
-                               FerryError *err);
+FerryVcpus *ferry_vcpus_create(FerryVm *vm, FerryVcpuEventFn event, void *opaque, FerryError *err);
 /* Stops every thread (kick + join) and closes the vCPU fds. NULL is a no-op. */
 void ferry_vcpus_destroy(FerryVcpus *set);
 

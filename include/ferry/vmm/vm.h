@@ -3,46 +3,46 @@
 #ifndef FERRY_VMM_VM_H
 #define FERRY_VMM_VM_H
 
+#include "ferry/error.h"
+#include "ferry/vmm/pio.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "ferry/error.h"
-#include "ferry/vmm/pio.h"
 
 typedef struct FerryVm FerryVm;
 
 /* Guest-physical layout: RAM below FERRY_VM_LOW_RAM_MAX sits at 0, the rest above 4 GiB, so
  * [3 GiB, 4 GiB) stays free for the TSS, identity map and future MMIO. */
-#define FERRY_VM_LOW_RAM_MAX (3ULL << 30)
-#define FERRY_VM_HIGH_RAM_BASE (4ULL << 30)
+#define FERRY_VM_LOW_RAM_MAX       (3ULL << 30)
+#define FERRY_VM_HIGH_RAM_BASE     (4ULL << 30)
 #define FERRY_VM_IDENTITY_MAP_ADDR 0xfeffc000ULL /* one page */
-#define FERRY_VM_TSS_ADDR 0xfeffd000ULL          /* three pages */
-#define FERRY_VM_PAGE_SIZE 4096ULL
+#define FERRY_VM_TSS_ADDR          0xfeffd000ULL /* three pages */
+#define FERRY_VM_PAGE_SIZE         4096ULL
 
 typedef struct FerryVmConfig {
-    uint64_t ram_size; /* bytes, multiple of 4 KiB, > 0 */
-    bool pit;          /* create the in-kernel i8254 PIT (KVM_CREATE_PIT2) */
+    uint64_t ram_size;    /* bytes, multiple of 4 KiB, > 0 */
+    bool pit;             /* create the in-kernel i8254 PIT (KVM_CREATE_PIT2) */
     const char *kvm_path; /* NULL means "/dev/kvm"; borrowed */
 } FerryVmConfig;
 
 /* Capabilities probed with KVM_CHECK_EXTENSION at creation. */
 typedef struct FerryVmCaps {
     int api_version;
-    int nr_vcpus;       /* recommended maximum */
-    int max_vcpus;      /* hard maximum */
+    int nr_vcpus;  /* recommended maximum */
+    int max_vcpus; /* hard maximum */
     int nr_memslots;
-    int xsave2_size;    /* 0 when KVM_CAP_XSAVE2 is absent */
+    int xsave2_size; /* 0 when KVM_CAP_XSAVE2 is absent */
     bool xsave, xcrs, vcpu_events, debugregs, pit2, adjust_clock, immediate_exit;
     bool manual_dirty_log; /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled on this VM */
 } FerryVmCaps;
 
 /* One RAM block = one KVM memslot backed by an anonymous private mapping. */
 typedef struct FerryRamBlock {
-    uint32_t slot;   /* KVM slot id; stable for the block's life */
-    uint64_t gpa;    /* guest-physical start */
-    uint64_t size;   /* bytes */
-    uint8_t *host;   /* borrowed; valid until the block is removed or the VM destroyed */
+    uint32_t slot; /* KVM slot id; stable for the block's life */
+    uint64_t gpa;  /* guest-physical start */
+    uint64_t size; /* bytes */
+    uint8_t *host; /* borrowed; valid until the block is removed or the VM destroyed */
 } FerryRamBlock;
 
 /* Open KVM (errors say whether the device is missing, not permitted or of another API

@@ -2,7 +2,7 @@
  * 64-bit arithmetic), prints one line on COM1 and reports through the debug-exit port 0xf4. */
 #include <stdint.h>
 
-#define COM1 0x3f8
+#define COM1       0x3f8
 #define DEBUG_EXIT 0xf4
 
 /* Entry at the load address (the linker script puts .text.entry first): the VMM set RSP. */

@@ -1,5 +1,8 @@
 /* QMP server tests through a real unix socket: greeting, negotiation, id echo, malformed input
  * of every kind, argument checks, events, socket mode, several clients, shutdown. */
+#include "ferry/control/qmp-client.h"
+#include "ferry/control/qmp.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -15,10 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+/* cmocka.h needs setjmp.h, stdarg.h and stddef.h first. */
 #include <cmocka.h>
-
-#include "ferry/control/qmp-client.h"
-#include "ferry/control/qmp.h"
 
 #define TIMEOUT 5000
 
@@ -42,8 +43,7 @@ static const FerryQmpArg counter_event_data[] = {
     FERRY_QMP_ARG("value", FERRY_QMP_T_INT),
     FERRY_QMP_ARG_END,
 };
-static const FerryQmpCommandSpec counter_event = {.name = "X_COUNTER",
-                                                  .args = counter_event_data};
+static const FerryQmpCommandSpec counter_event = {.name = "X_COUNTER", .args = counter_event_data};
 
 static int do_counter_add(void *ctx, json_t *args, json_t **ret, FerryQmpError *err)
 {
@@ -106,10 +106,10 @@ static Fixture *fixture_new(unsigned max_clients)
     snprintf(fx->path, sizeof(fx->path), "%s/qmp.sock", fx->dir);
     fx->cmds = ferry_qmp_commands_create();
     assert_non_null(fx->cmds);
-    assert_int_equal(ferry_qmp_commands_add(fx->cmds, &counter_add, do_counter_add, &fx->fake,
-                                            &err), 0);
-    assert_int_equal(ferry_qmp_commands_add(fx->cmds, &counter_fail, do_counter_fail, &fx->fake,
-                                            &err), 0);
+    assert_int_equal(
+        ferry_qmp_commands_add(fx->cmds, &counter_add, do_counter_add, &fx->fake, &err), 0);
+    assert_int_equal(
+        ferry_qmp_commands_add(fx->cmds, &counter_fail, do_counter_fail, &fx->fake, &err), 0);
     assert_int_equal(ferry_qmp_commands_add_event(fx->cmds, &counter_event, &err), 0);
     assert_int_equal(ferry_qmp_commands_implement(fx->cmds, "stop", do_stop, &fx->fake, &err), 0);
     assert_int_equal(
@@ -365,7 +365,8 @@ static void test_unknown_and_unimplemented_commands(void **state)
     bool has_stop = false, has_del = false, has_caps = false, has_counter = false;
     size_t i;
     json_t *e;
-    json_array_foreach(r, i, e) {
+    json_array_foreach(r, i, e)
+    {
         const char *n = json_string_value(json_object_get(e, "name"));
         has_stop |= !strcmp(n, "stop");
         has_del |= !strcmp(n, "device_del");
@@ -378,8 +379,9 @@ static void test_unknown_and_unimplemented_commands(void **state)
     /* A handler's error class reaches the client. */
     FerryQmpError qerr;
     FerryError err;
-    assert_int_equal(ferry_qmp_client_execute(c, "x-counter-fail", NULL, NULL, &qerr, TIMEOUT,
-                                              &err), -EREMOTEIO);
+    assert_int_equal(
+        ferry_qmp_client_execute(c, "x-counter-fail", NULL, NULL, &qerr, TIMEOUT, &err),
+        -EREMOTEIO);
     assert_int_equal(qerr.cls, FERRY_QMP_ERROR_DEVICE_NOT_FOUND);
     assert_string_equal(qerr.desc, "Device 'counter0' not found");
     ferry_qmp_client_close(c);
@@ -455,7 +457,8 @@ static void test_oversized_message(void **state)
     size_t big = 2u << 20;
     char *buf = malloc(big + 256);
     assert_non_null(buf);
-    size_t off = (size_t)snprintf(buf, 128, "{\"execute\": \"x-counter-add\", \"arguments\": {\"label\": \"");
+    size_t off = (size_t)snprintf(buf, 128,
+                                  "{\"execute\": \"x-counter-add\", \"arguments\": {\"label\": \"");
     memset(buf + off, 'a', big);
     strcpy(buf + off + big, "\", \"n\": 1}}");
     FerryError err;
@@ -639,10 +642,40 @@ static void test_emit_checks_data(void **state)
     json_decref(ok);
     json_t *ev;
     assert_int_equal(ferry_qmp_client_wait_event(c, "DEVICE_DELETED", TIMEOUT, &ev, &err), 0);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(ev, "data"), "device")), "cpu1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "data"), "device")),
+                        "cpu1");
     json_decref(ev);
     ferry_qmp_client_close(c);
+}
+
+static void test_client_that_never_reads_is_dropped(void **state)
+{
+    Fixture *fx = *state;
+    FerryQmpClient *slow = connect_neg(fx);
+    FerryQmpClient *fast = connect_neg(fx);
+    /* ~40 MiB of events: far beyond what the socket buffers and the 8 MiB per-client cap hold.
+     * The slow client is disconnected instead of the server growing without bound. */
+    char pad[1000];
+    memset(pad, 'p', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    json_t *data = json_pack("{s:s, s:s}", "device", pad, "path", "/x");
+    FerryError err;
+    for (int i = 0; i < 40000 && ferry_qmp_server_clients(fx->srv) == 2; i++) {
+        int rc;
+        while ((rc = ferry_qmp_emit(fx->srv, "DEVICE_DELETED", data, &err)) == -ENOBUFS)
+            usleep(1000);
+        assert_int_equal(rc, 0);
+        /* The other client keeps up. */
+        json_t *ev;
+        assert_int_equal(ferry_qmp_client_wait_event(fast, "DEVICE_DELETED", TIMEOUT, &ev, &err),
+                         0);
+        json_decref(ev);
+    }
+    json_decref(data);
+    wait_clients(fx, 1);
+    assert_int_equal(counter_add_via(fast, 1), 1);
+    ferry_qmp_client_close(slow);
+    ferry_qmp_client_close(fast);
 }
 
 /* ---- socket, clients, shutdown ----------------------------------------------------------- */
@@ -737,7 +770,7 @@ static void test_shutdown_with_client_connected(void **state)
     Fixture *fx = fixture_new(0);
     FerryQmpClient *c = connect_neg(fx);
     FerryQmpClient *raw = connect_raw(fx); /* one still negotiating */
-    send_str(raw, "{\"execute\": ");     /* and one mid-request */
+    send_str(raw, "{\"execute\": ");       /* and one mid-request */
     wait_clients(fx, 2);
     char path[128];
     strcpy(path, fx->path);
@@ -766,6 +799,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_eof_mid_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_emit_checks_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_that_never_reads_is_dropped, setup, teardown),
         cmocka_unit_test(test_socket_mode),
         cmocka_unit_test(test_refuses_non_socket_path),
         cmocka_unit_test(test_clients_in_turn),

@@ -1,6 +1,8 @@
 /* QMP session, splitter and registry tests without sockets: the same request stream cut at
  * every byte gives the same answers, QMP's single-quote extension, argument specs of the
  * standard command set, and registry rules. */
+#include "ferry/control/qmp.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,9 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* cmocka.h needs setjmp.h, stdarg.h and stddef.h first. */
 #include <cmocka.h>
-
-#include "ferry/control/qmp.h"
 
 typedef struct Sink {
     char *buf;
@@ -200,17 +201,28 @@ static void test_standard_shapes(void **state)
                "Invalid parameter type for 'enable', expected: array");
     check_args("qmp_capabilities", "{\"enable\": [1]}",
                "Invalid parameter type for 'enable[0]', expected: string");
-    const char *names[] = {"query-status", "stop", "cont", "system_reset", "quit", "device_add",
-                           "device_del", "query-hotpluggable-cpus", "query-memory-devices",
-                           "migrate", "migrate-incoming", "query-migrate", "migrate_cancel",
-                           "migrate-set-parameters", "query-migrate-parameters"};
+    const char *names[] = {"query-status",
+                           "stop",
+                           "cont",
+                           "system_reset",
+                           "quit",
+                           "device_add",
+                           "device_del",
+                           "query-hotpluggable-cpus",
+                           "query-memory-devices",
+                           "migrate",
+                           "migrate-incoming",
+                           "query-migrate",
+                           "migrate_cancel",
+                           "migrate-set-parameters",
+                           "query-migrate-parameters"};
     FerryQmpCommands *cmds = ferry_qmp_commands_create();
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         assert_non_null(ferry_qmp_commands_spec(cmds, names[i]));
         assert_false(ferry_qmp_commands_available(cmds, names[i])); /* declared only */
     }
-    const char *events[] = {"DEVICE_DELETED", "RESET", "STOP", "RESUME", "SHUTDOWN",
-                            "MIGRATION", "MIGRATION_PASS"};
+    const char *events[] = {"DEVICE_DELETED", "RESET",     "STOP",          "RESUME",
+                            "SHUTDOWN",       "MIGRATION", "MIGRATION_PASS"};
     for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
         assert_non_null(ferry_qmp_commands_event_spec(cmds, events[i]));
     assert_true(ferry_qmp_commands_available(cmds, "query-version"));
@@ -222,8 +234,7 @@ static void test_registry_rules(void **state)
     (void)state;
     FerryQmpCommands *cmds = ferry_qmp_commands_create();
     FerryError err;
-    assert_int_equal(ferry_qmp_commands_implement(cmds, "x-nothing", do_echo, NULL, &err),
-                     -ENOENT);
+    assert_int_equal(ferry_qmp_commands_implement(cmds, "x-nothing", do_echo, NULL, &err), -ENOENT);
     assert_int_equal(ferry_qmp_commands_implement(cmds, "query-version", do_echo, NULL, &err),
                      -EEXIST);
     assert_int_equal(ferry_qmp_commands_implement(cmds, "cont", do_echo, NULL, &err), 0);
