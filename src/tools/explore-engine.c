@@ -245,6 +245,16 @@ static bool guest_step(Ctx *c, const char *side, World *w, bool *did)
     uint32_t before = cards_present(w->m, c->cfg.slots);
     ferry_guest_log_clear(w->g);
     *did = ferry_guest_step(w->g);
+    if (c->log && ferry_guest_log_count(w->g)) {
+        char *text = ferry_guest_log_text(w->g);
+        for (char *line = text, *nl; line && *line; line = nl + 1) {
+            nl = strchr(line, '\n');
+            if (!nl)
+                break;
+            fprintf(c->log, "    %s guest: %.*s\n", side, (int)(nl - line), line);
+        }
+        free(text);
+    }
     bool ok = check_guest_log(c, side, w->m, w->g, had) && check_reusable(c, side, w->m, before);
     ferry_guest_log_clear(w->g);
     return ok;
@@ -310,10 +320,16 @@ static bool check_eventually(Ctx *c, const World *w)
     if (world_clone(w, &copy) < 0)
         return violate(c, "out of memory");
     bool ok = true;
+    FILE *log = c->log;
+    c->log = NULL; /* a hypothetical future: not narrated */
     if (ferry_machine_runstate(copy.m) == FERRY_RUN_PRELAUNCH)
         ferry_machine_run_event(copy.m, FERRY_RUN_EV_CONT, NULL);
     if (ferry_machine_runstate(copy.m) == FERRY_RUN_RUNNING)
         ok = run_to_quiescence(c, "source", &copy);
+    c->log = log;
+    if (!ok && log)
+        fprintf(log, "    letting the source guest run to quiescence from here breaks an "
+                     "invariant\n");
     world_free(&copy);
     return ok;
 }
@@ -355,52 +371,76 @@ static bool check_same(Ctx *c, const FerryMachine *a, const FerryMachine *b)
         FerryEventInfo x = {0}, y = {0};
         bool hx = i < na && ferry_machine_event_at(a, i, &x) == 0;
         bool hy = i < nb && ferry_machine_event_at(b, i, &y) == 0;
-        if (hx != hy || x.action != y.action || x.index != y.index)
-            return violate(c, "after switchover: event queues differ at position %zu: source %s "
-                              "%s 0x%08x, destination %s %s 0x%08x (source %zu event(s), "
-                              "destination %zu)", i, hx ? "has" : "has no",
-                           x.action == FERRY_HP_ACTION_REMOVE ? "remove" : "add", x.index,
-                           hy ? "has" : "has no",
-                           y.action == FERRY_HP_ACTION_REMOVE ? "remove" : "add", y.index, na,
-                           nb);
+        if (hx != hy || x.action != y.action || x.index != y.index) {
+            char ex[48] = "nothing", ey[48] = "nothing";
+            if (hx)
+                snprintf(ex, sizeof(ex), "%s 0x%08x",
+                         x.action == FERRY_HP_ACTION_REMOVE ? "remove" : "add", x.index);
+            if (hy)
+                snprintf(ey, sizeof(ey), "%s 0x%08x",
+                         y.action == FERRY_HP_ACTION_REMOVE ? "remove" : "add", y.index);
+            return violate(c, "after switchover: event queues differ at position %zu: source "
+                              "%s, destination %s (source %zu event(s), destination %zu)", i,
+                           ex, ey, na, nb);
+        }
     }
     if (ferry_machine_guest_ready(a) != ferry_machine_guest_ready(b))
         return violate(c, "after switchover: guest readiness differs");
     return true;
 }
 
+/* The source's devices other than the boot vCPU as -device option strings (what management
+ * replays on the destination). Returns the count. */
+static size_t device_options(const FerryMachine *src, char opts[][128], size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ferry_machine_device_count(src) && n < max; i++) {
+        FerryDeviceInfo di;
+        ferry_machine_device_info(src, i, &di);
+        if (di.type->kind == FERRY_CONN_CPU)
+            continue; /* boot vCPU: part of both machines' configuration */
+        int len = snprintf(opts[n], sizeof(opts[n]), "%s,id=%s", di.type->driver, di.id);
+        for (size_t p = 0; di.type->params[p].name; p++) {
+            char v[32];
+            ferry_machine_device_param(src, di.id, di.type->params[p].name, v, sizeof(v), NULL);
+            len += snprintf(opts[n] + len, sizeof(opts[n]) - (size_t)len, ",%s=%s",
+                            di.type->params[p].name, v);
+        }
+        n++;
+    }
+    return n;
+}
+
 /* Builds the destination as `variant` says, from the source's device list. */
 static FerryMachine *build_destination(Ctx *c, const FerryMachine *src, uint32_t variant,
                                        FerryError *err)
 {
+    char opts[MAX_SLOTS][128];
+    const char *argv[MAX_SLOTS];
+    size_t n = device_options(src, opts, MAX_SLOTS);
+    for (size_t i = 0; i < n; i++)
+        argv[i] = opts[i];
+    if (variant == FERRY_EXPLORE_DST_CMDLINE) {
+        FerryMachineConfig mc = {.type = c->cfg.machine_type, .cpu_slots = 1, .boot_cpus = 1,
+                                 .mem_slots = 1, .card_slots = c->cfg.slots, .incoming = true,
+                                 .devices = argv, .ndevices = n};
+        FerryMachine *d = ferry_machine_new(&mc, err);
+        if (d)
+            ferry_machine_set_policy(d, &c->cfg.policy);
+        return d;
+    }
     FerryMachine *d = machine_new(c, true, err);
     if (!d)
         return NULL;
-    FerryMachinePolicy real = {0}, plug = c->cfg.policy;
-    if (variant == FERRY_EXPLORE_DST_CMDLINE)
-        ferry_machine_set_policy(d, &real); /* -device: coldplugged before any run state */
-    else if (variant == FERRY_EXPLORE_DST_STALE)
+    FerryMachinePolicy plug = c->cfg.policy;
+    if (variant == FERRY_EXPLORE_DST_STALE)
         plug.inmigrate_hotplug = true; /* leftovers of a hotplug-path plug (S12) */
-    if (variant != FERRY_EXPLORE_DST_CMDLINE)
-        ferry_machine_set_policy(d, &plug);
-    for (size_t i = 0; i < ferry_machine_device_count(src); i++) {
-        FerryDeviceInfo di;
-        ferry_machine_device_info(src, i, &di);
-        if (ferry_machine_has_device(d, di.id))
-            continue; /* boot vCPU: on both command lines */
-        FerryParam params[FERRY_DEVICE_PARAM_MAX];
-        char values[FERRY_DEVICE_PARAM_MAX][32];
-        size_t n = 0;
-        for (; di.type->params[n].name; n++) {
-            ferry_machine_device_param(src, di.id, di.type->params[n].name, values[n],
-                                       sizeof(values[n]), NULL);
-            params[n] = (FerryParam){di.type->params[n].name, values[n]};
-        }
-        if (ferry_machine_device_add(d, di.type->driver, di.id, params, n, err) < 0) {
+    ferry_machine_set_policy(d, &plug);
+    for (size_t i = 0; i < n; i++)
+        if (ferry_machine_device_add_opts(d, argv[i], err) < 0) {
             ferry_machine_free(d);
             return NULL;
         }
-    }
     ferry_machine_set_policy(d, &c->cfg.policy);
     return d;
 }
@@ -1068,12 +1108,15 @@ int ferry_explore_replay(const FerryExploreConfig *cfg, const char *trace, FILE 
     double t0 = now();
     if (!check_eventually(&c, &w))
         record_violation(&c, path, 0);
+    bool comment = false; /* comments run to the end of the line */
+    for (char *p = copy; *p; p++) {
+        comment = *p == '#' || (comment && *p != '\n');
+        if (comment)
+            *p = ' ';
+    }
     char *save = NULL;
     for (char *tok = strtok_r(copy, ";\n", &save); tok && !c.violated;
          tok = strtok_r(NULL, ";\n", &save)) {
-        char *hash = strchr(tok, '#');
-        if (hash)
-            *hash = '\0';
         while (*tok == ' ' || *tok == '\t')
             tok++;
         size_t len = strlen(tok);
