@@ -26,6 +26,7 @@ typedef enum ActKind {
     ACT_RESET,      /* system_reset (the guest reboots) */
     ACT_MIGRATE,    /* outgoing migration starts (setup/active: device_add/del refused) */
     ACT_CANCEL,     /* migrate_cancel: the source keeps running, unchanged */
+    ACT_CUT,        /* the connection is cut mid-stream: the destination fails, the source runs */
     ACT_SWITCHOVER, /* stop, stream device state, destination loads and runs */
     ACT__COUNT
 } ActKind;
@@ -38,7 +39,7 @@ typedef struct Action {
 static const char *const act_names[ACT__COUNT] = {
     [ACT_CONT] = "cont",       [ACT_ADD] = "add",         [ACT_DEL] = "del",
     [ACT_GUEST] = "guest",     [ACT_RESET] = "reset",     [ACT_MIGRATE] = "migrate",
-    [ACT_CANCEL] = "cancel",   [ACT_SWITCHOVER] = "switchover",
+    [ACT_CANCEL] = "cancel",   [ACT_CUT] = "cut",         [ACT_SWITCHOVER] = "switchover",
 };
 
 static const char *dst_name(uint32_t v)
@@ -446,8 +447,9 @@ static FerryMachine *build_destination(Ctx *c, const FerryMachine *src, uint32_t
 }
 
 /* Stream the source's device state into the destination as the migration layer does:
- * handshake, prepare, records, verify, finish. */
-static int stream_state(FerryMachine *src, FerryMachine *dst, FerryError *err)
+ * handshake, prepare, records, verify, finish. With `cut`, the destination receives only the
+ * first half of the stream (the connection dropped). */
+static int stream_state(FerryMachine *src, FerryMachine *dst, bool cut, FerryError *err)
 {
     int rc = -ENOMEM;
     FerryInventory *is = ferry_machine_inventory(src), *id = ferry_machine_inventory(dst);
@@ -468,6 +470,8 @@ static int stream_state(FerryMachine *src, FerryMachine *dst, FerryError *err)
         goto out;
     size_t len;
     const uint8_t *data = ferry_io_mem_data(w, &len);
+    if (cut)
+        len /= 2;
     ferry_machine_incoming_prepare(dst);
     rc = -ENOMEM;
     if (!(rd = ferry_machine_registry(dst, err)) || !(r = ferry_io_mem_reader(data, len)))
@@ -506,7 +510,7 @@ static bool switchover(Ctx *c, const World *w, uint32_t variant)
         violate(c, "destination (%s) cannot be built: %s", dst_name(variant), err.msg);
         goto out;
     }
-    if (stream_state(src.m, dst.m, &err) < 0) {
+    if (stream_state(src.m, dst.m, false, &err) < 0) {
         violate(c, "switchover (%s destination) failed: %s", dst_name(variant), err.msg);
         goto out;
     }
@@ -528,6 +532,48 @@ static bool switchover(Ctx *c, const World *w, uint32_t variant)
 out:
     world_free(&dst);
     world_free(&src);
+    return ok;
+}
+
+/* DESIGN §5: a migration that fails anywhere leaves the source running with its state untouched,
+ * and the destination never runs. `w` becomes the source after the failure. */
+static bool cut_stream(Ctx *c, World *w)
+{
+    c->res->switchovers++;
+    FerryMachine *before = ferry_machine_clone(w->m);
+    FerryError err = {0};
+    FerryMachine *dst = before ? build_destination(c, w->m, FERRY_EXPLORE_DST_ADD, &err) : NULL;
+    bool ok = false;
+    if (!dst) {
+        violate(c, "destination cannot be built: %s", before ? err.msg : "out of memory");
+        goto out;
+    }
+    int rc = stream_state(w->m, dst, true, &err);
+    if (rc >= 0) {
+        violate(c, "a stream cut in half was accepted by the destination");
+        goto out;
+    }
+    if (!err.msg[0]) {
+        violate(c, "a cut stream failed (%d) without an error message", rc);
+        goto out;
+    }
+    if (ferry_machine_run_event(dst, FERRY_RUN_EV_INCOMING_FAIL, &err) < 0 ||
+        ferry_machine_runstate(dst) == FERRY_RUN_RUNNING) {
+        violate(c, "the destination of a failed migration can run");
+        goto out;
+    }
+    if (c->log)
+        fprintf(c->log, "    destination refused the stream: %s\n", err.msg);
+    ferry_machine_set_migration_active(w->m, false);
+    ferry_machine_set_migration_active(before, false);
+    if (!ferry_machine_equal(before, w->m)) {
+        violate(c, "a failed migration changed the source");
+        goto out;
+    }
+    ok = true;
+out:
+    ferry_machine_free(dst);
+    ferry_machine_free(before);
     return ok;
 }
 
@@ -626,6 +672,10 @@ static Outcome apply(Ctx *c, World *w, const World *orig, Action a)
             return OUT_DISABLED;
         ferry_machine_set_migration_active(w->m, false);
         return OUT_NEW;
+    case ACT_CUT:
+        if (!migrating)
+            return OUT_DISABLED;
+        return cut_stream(c, w) ? OUT_NEW : OUT_VIOLATION;
     case ACT_SWITCHOVER:
         if (!migrating || !(c->cfg.destinations & a.arg))
             return OUT_DISABLED;
@@ -647,11 +697,12 @@ static size_t all_actions(const Ctx *c, Action *out)
     out[n++] = (Action){ACT_RESET, 0};
     out[n++] = (Action){ACT_MIGRATE, 0};
     out[n++] = (Action){ACT_CANCEL, 0};
+    out[n++] = (Action){ACT_CUT, 0};
     for (uint32_t v = FERRY_EXPLORE_DST_CMDLINE; v <= FERRY_EXPLORE_DST_STALE; v <<= 1)
         out[n++] = (Action){ACT_SWITCHOVER, v};
     return n;
 }
-#define MAX_ACTIONS (7 + 2 * MAX_SLOTS + 3)
+#define MAX_ACTIONS (8 + 2 * MAX_SLOTS + 3)
 
 /* Depth cost of an action: guest steps are free by default, so a depth bounds what the
  * environment does while the guest may be anywhere in its protocol (the guest is finite). */
@@ -962,6 +1013,7 @@ static int bfs(Ctx *c, const World *root, FerryError *err)
     }
     rc = 0;
 out:
+    c->res->states = vis.len; /* distinct states */
     if (rc == -ENOMEM)
         ferry_error_set(err, rc, "out of memory after %llu states",
                         (unsigned long long)c->res->states);
@@ -1027,6 +1079,7 @@ static int dfs(Ctx *c, const World *root, FerryError *err)
         record_violation(c, NULL, 0);
     else
         dfs_rec(&s, root, 0, 0);
+    c->res->states = s.vis.len; /* distinct states (DFS may reach one again, shallower) */
     visited_fini(&s.vis);
     if (s.oom)
         return ferry_error_set(err, -ENOMEM, "out of memory after %llu states",
@@ -1084,7 +1137,7 @@ static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *e
     }
     return ferry_error_set(err, -EINVAL,
                            "unknown action '%s' (cont, add N, del N, guest, reset, migrate, "
-                           "switchover cmdline|add|stale)", name);
+                           "cancel, cut, switchover cmdline|add|stale)", name);
 }
 
 int ferry_explore_replay(const FerryExploreConfig *cfg, const char *trace, FILE *log,

@@ -19,7 +19,9 @@ static void usage(FILE *out)
             "from the command line, by device_add, or with stale plug leftovers) and checks the\n"
             "invariants of docs/explorer.md at every state.\n\n"
             "  --slots N          card slots (default 2, at most 8)\n"
-            "  --depth D          actions per trace, the switchover included (default 8)\n"
+            "  --depth D          management and migration actions per trace, the switchover\n"
+            "                     included (default 8); guest protocol steps are free\n"
+            "  --count-guest      guest protocol steps count towards the depth as well\n"
             "  --machine TYPE     machine type (default: the newest)\n"
             "  --policy LIST      real (default), or seeded bad policies: list-append,\n"
             "                     inmigrate-hotplug, edge, conn-subsection (comma-separated;\n"
@@ -127,7 +129,8 @@ static int run(int argc, char **argv)
         {"bfs", no_argument, NULL, 'B'},           {"dfs", no_argument, NULL, 'D'},
         {"replay", required_argument, NULL, 'r'},  {"emit-c", no_argument, NULL, 'c'},
         {"progress", no_argument, NULL, 'P'},      {"destinations", required_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"count-guest", no_argument, NULL, 'g'},   {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     FerryExploreConfig cfg = {0};
     const char *replay = NULL;
@@ -157,6 +160,7 @@ static int run(int argc, char **argv)
         case 'r': replay = optarg; break;
         case 'c': want_c = true; break;
         case 'P': cfg.progress = stderr; break;
+        case 'g': cfg.count_guest = true; break;
         case 'v':
             if (parse_destinations(optarg, &cfg.destinations) < 0)
                 return 2;

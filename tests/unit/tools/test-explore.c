@@ -216,6 +216,11 @@ static void replay_errors(void **state)
                                                 "del 0; del 0", NULL, &res, &err), 0);
     assert_false(res.violation);
     assert_int_equal(res.refused, 3);
+    /* a stream cut mid-way: the source keeps running and can migrate again */
+    assert_int_equal(ferry_explore_replay(&cfg, "cont; add 0; guest; migrate; cut; guest; "
+                                                "migrate; switchover add", NULL, &res, &err), 0);
+    assert_false(res.violation);
+    assert_int_equal(res.switchovers, 2);
 }
 
 static void policy_names(void **state)
