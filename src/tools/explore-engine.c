@@ -19,7 +19,8 @@
 /* ---- actions ---- */
 
 typedef enum ActKind {
-    ACT_CONT,       /* start the source (it was created with -S) */
+    ACT_CONT,       /* start the source (created with -S) or resume it */
+    ACT_STOP,       /* pause the source: the guest does not run, plugs are still hotplugs */
     ACT_ADD,        /* device_add card c<slot> */
     ACT_DEL,        /* device_del c<slot> */
     ACT_GUEST,      /* the source guest performs its next protocol step */
@@ -37,7 +38,7 @@ typedef struct Action {
 } Action;
 
 static const char *const act_names[ACT__COUNT] = {
-    [ACT_CONT] = "cont",       [ACT_ADD] = "add",         [ACT_DEL] = "del",
+    [ACT_CONT] = "cont",       [ACT_STOP] = "stop",       [ACT_ADD] = "add",         [ACT_DEL] = "del",
     [ACT_GUEST] = "guest",     [ACT_RESET] = "reset",     [ACT_MIGRATE] = "migrate",
     [ACT_CANCEL] = "cancel",   [ACT_CUT] = "cut",         [ACT_SWITCHOVER] = "switchover",
 };
@@ -323,7 +324,8 @@ static bool check_eventually(Ctx *c, const World *w)
     bool ok = true;
     FILE *log = c->log;
     c->log = NULL; /* a hypothetical future: not narrated */
-    if (ferry_machine_runstate(copy.m) == FERRY_RUN_PRELAUNCH)
+    FerryRunState run = ferry_machine_runstate(copy.m);
+    if (run == FERRY_RUN_PRELAUNCH || run == FERRY_RUN_PAUSED)
         ferry_machine_run_event(copy.m, FERRY_RUN_EV_CONT, NULL);
     if (ferry_machine_runstate(copy.m) == FERRY_RUN_RUNNING)
         ok = run_to_quiescence(c, "source", &copy);
@@ -514,11 +516,18 @@ static bool switchover(Ctx *c, const World *w, uint32_t variant)
         violate(c, "switchover (%s destination) failed: %s", dst_name(variant), err.msg);
         goto out;
     }
-    ferry_machine_run_event(dst.m, FERRY_RUN_EV_INCOMING_RUN, NULL);
+    /* A paused source yields a paused destination (-S semantics); management resumes it. */
+    bool paused = ferry_machine_runstate(src.m) == FERRY_RUN_PAUSED;
+    ferry_machine_run_event(dst.m, paused ? FERRY_RUN_EV_INCOMING_PAUSE : FERRY_RUN_EV_INCOMING_RUN,
+                            NULL);
     ferry_machine_set_migration_active(src.m, false);
     ferry_machine_run_event(src.m, FERRY_RUN_EV_OUTGOING_DONE, NULL);
     if (!check_same(c, src.m, dst.m))
         goto out;
+    if (paused && ferry_machine_run_event(dst.m, FERRY_RUN_EV_CONT, &err) < 0) {
+        violate(c, "the paused destination cannot be resumed: %s", err.msg);
+        goto out;
+    }
     dst.g = ferry_guest_clone(src.g, dst.m);
     if (!dst.g) {
         violate(c, "out of memory");
@@ -617,11 +626,19 @@ static Outcome apply(Ctx *c, World *w, const World *orig, Action a)
     int rc;
     switch (a.kind) {
     case ACT_CONT:
-        if (run != FERRY_RUN_PRELAUNCH)
+        if (run != FERRY_RUN_PRELAUNCH && run != FERRY_RUN_PAUSED)
             return OUT_DISABLED;
         rc = ferry_machine_run_event(w->m, FERRY_RUN_EV_CONT, &err);
         if (rc < 0)
-            return violate(c, "cont from prelaunch failed: %s", err.msg), OUT_VIOLATION;
+            return violate(c, "cont from %s failed: %s", ferry_runstate_name(run), err.msg),
+                   OUT_VIOLATION;
+        return OUT_NEW;
+    case ACT_STOP:
+        if (run != FERRY_RUN_RUNNING)
+            return OUT_DISABLED;
+        rc = ferry_machine_run_event(w->m, FERRY_RUN_EV_STOP, &err);
+        if (rc < 0)
+            return violate(c, "stop failed: %s", err.msg), OUT_VIOLATION;
         return OUT_NEW;
     case ACT_ADD: {
         char opts[64], id[16];
@@ -655,15 +672,15 @@ static Outcome apply(Ctx *c, World *w, const World *orig, Action a)
         return did ? OUT_NEW : OUT_DISABLED;
     }
     case ACT_RESET:
-        if (run != FERRY_RUN_RUNNING)
-            return OUT_DISABLED;
+        if (run != FERRY_RUN_RUNNING && run != FERRY_RUN_PAUSED)
+            return OUT_DISABLED; /* a paused VM that is reset goes back to prelaunch */
         if (ferry_machine_run_event(w->m, FERRY_RUN_EV_RESET, &err) < 0)
             return violate(c, "system_reset failed: %s", err.msg), OUT_VIOLATION;
         ferry_guest_reboot(w->g);
         ferry_guest_log_clear(w->g);
         return OUT_NEW;
     case ACT_MIGRATE:
-        if (run != FERRY_RUN_RUNNING || migrating)
+        if ((run != FERRY_RUN_RUNNING && run != FERRY_RUN_PAUSED) || migrating)
             return OUT_DISABLED;
         ferry_machine_set_migration_active(w->m, true);
         return OUT_NEW;
@@ -689,6 +706,7 @@ static size_t all_actions(const Ctx *c, Action *out)
 {
     size_t n = 0;
     out[n++] = (Action){ACT_CONT, 0};
+    out[n++] = (Action){ACT_STOP, 0};
     for (uint32_t s = 0; s < c->cfg.slots; s++)
         out[n++] = (Action){ACT_ADD, s};
     for (uint32_t s = 0; s < c->cfg.slots; s++)
@@ -702,7 +720,7 @@ static size_t all_actions(const Ctx *c, Action *out)
         out[n++] = (Action){ACT_SWITCHOVER, v};
     return n;
 }
-#define MAX_ACTIONS (8 + 2 * MAX_SLOTS + 3)
+#define MAX_ACTIONS (9 + 2 * MAX_SLOTS + 3)
 
 /* Depth cost of an action: guest steps are free by default, so a depth bounds what the
  * environment does while the guest may be anywhere in its protocol (the guest is finite). */
@@ -1136,8 +1154,8 @@ static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *e
         return 0;
     }
     return ferry_error_set(err, -EINVAL,
-                           "unknown action '%s' (cont, add N, del N, guest, reset, migrate, "
-                           "cancel, cut, switchover cmdline|add|stale)", name);
+                           "unknown action '%s' (cont, stop, add N, del N, guest, reset, "
+                           "migrate, cancel, cut, switchover cmdline|add|stale)", name);
 }
 
 int ferry_explore_replay(const FerryExploreConfig *cfg, const char *trace, FILE *log,
