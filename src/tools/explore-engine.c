@@ -729,7 +729,8 @@ static uint32_t cost(const Ctx *c, Action a)
     return a.kind == ACT_GUEST && !c->cfg.count_guest ? 0 : 1;
 }
 
-/* One transition from `w`: copy, apply, and check the new state ("eventually" included). */
+/* One transition from `w`: copy, apply, and check the transition. The state's own invariant
+ * ("eventually") is checked by the caller, once per distinct state. */
 static Outcome step(Ctx *c, const World *w, Action a, World *next)
 {
     c->res->transitions++;
@@ -738,8 +739,6 @@ static Outcome step(Ctx *c, const World *w, Action a, World *next)
         return OUT_VIOLATION;
     }
     Outcome o = apply(c, next, w, a);
-    if (o == OUT_NEW && !check_eventually(c, next))
-        o = OUT_VIOLATION;
     if (o != OUT_NEW)
         world_free(next);
     return o;
@@ -777,8 +776,8 @@ static uint8_t *visited_slot(Visited *v, uint64_t key)
     return &v->depth[i];
 }
 
-/* Returns 1 if `key` is new or now reached at a smaller depth (recorded), 0 if already seen at
- * that depth or less, negative on allocation failure. */
+/* Returns 2 if `key` is new, 1 if now reached at a smaller depth (recorded), 0 if already seen
+ * at that depth or less, negative on allocation failure. */
 static int visited_add(Visited *v, uint64_t key, uint32_t depth)
 {
     if ((v->len + 1) * 4 > v->cap * 3) {
@@ -801,7 +800,7 @@ static int visited_add(Visited *v, uint64_t key, uint32_t depth)
         v->keys[i] = key;
         v->depth[i] = (uint8_t)depth;
         v->len++;
-        return 1;
+        return 2;
     }
     if (depth < v->depth[i]) {
         v->depth[i] = (uint8_t)depth;
@@ -971,6 +970,16 @@ static int bfs(Ctx *c, const World *root, FerryError *err)
                     continue;
                 World next;
                 Outcome o = step(c, &e.w, acts[k], &next);
+                uint64_t key = 0;
+                int added = 0;
+                if (o == OUT_NEW) {
+                    key = world_hash(&next);
+                    added = visited_add(&vis, key, nd);
+                    if (added == 2 && !check_eventually(c, &next)) {
+                        world_free(&next);
+                        o = OUT_VIOLATION;
+                    }
+                }
                 if (o == OUT_VIOLATION) {
                     Action path[512];
                     uint32_t n = 0;
@@ -988,8 +997,6 @@ static int bfs(Ctx *c, const World *root, FerryError *err)
                 }
                 if (o != OUT_NEW)
                     continue;
-                uint64_t key = world_hash(&next);
-                int added = visited_add(&vis, key, nd);
                 if (added <= 0) {
                     world_free(&next);
                     if (added < 0) {
@@ -1068,13 +1075,20 @@ static void dfs_rec(Dfs *s, const World *w, uint32_t d, uint32_t len)
         World next;
         s->path[len] = s->acts[k];
         Outcome o = step(c, w, s->acts[k], &next);
+        int added = 0;
+        if (o == OUT_NEW) {
+            added = visited_add(&s->vis, world_hash(&next), nd);
+            if (added == 2 && !check_eventually(c, &next)) {
+                world_free(&next);
+                o = OUT_VIOLATION;
+            }
+        }
         if (o == OUT_VIOLATION) {
             record_violation(c, s->path, len + 1);
             return;
         }
         if (o != OUT_NEW)
             continue;
-        int added = visited_add(&s->vis, world_hash(&next), nd);
         if (added < 0)
             s->oom = true;
         if (added > 0) {
@@ -1216,6 +1230,11 @@ int ferry_explore_replay(const FerryExploreConfig *cfg, const char *trace, FILE 
             rc = ferry_error_set(err, -EINVAL, "action %u '%s' is not enabled in this state", n,
                                  tok);
             goto out;
+        }
+        if (o == OUT_NEW && !check_eventually(&c, &next)) {
+            world_free(&next);
+            record_violation(&c, path, n);
+            break;
         }
         if (o == OUT_NEW) {
             world_free(&w);
