@@ -131,18 +131,16 @@ static int check_value(const char *path, FerryQmpType t, const char *const *valu
     case FERRY_QMP_T_INT:
         return json_is_integer(v) ? 0 : type_error(err, path, t);
     case FERRY_QMP_T_UINT64:
-        if (!json_is_integer(v))
-            return type_error(err, path, t);
-        if (json_integer_value(v) < 0)
+    case FERRY_QMP_T_UINT8:
+        /* QEMU's unsigned visitor words type and range errors alike, naming uint64; the
+         * narrower types then check their range. QEMU wraps negative values into uint64
+         * (for backward compatibility); Ferry refuses them. */
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
             return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
                                        "Parameter '%s' expects uint64", path);
-        return 0;
-    case FERRY_QMP_T_UINT8:
-        if (!json_is_integer(v))
-            return type_error(err, path, t);
-        if (json_integer_value(v) < 0 || json_integer_value(v) > UINT8_MAX)
-            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC, "Parameter '%s' expects uint8",
-                                       path);
+        if (t == FERRY_QMP_T_UINT8 && json_integer_value(v) > UINT8_MAX)
+            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
+                                       "Parameter '%s' expects uint8_t", path);
         return 0;
     case FERRY_QMP_T_NUMBER:
         return json_is_number(v) ? 0 : type_error(err, path, t);

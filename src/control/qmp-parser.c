@@ -158,7 +158,9 @@ void ferry_qmp_splitter_feed(FerryQmpSplitter *sp, const unsigned char *data, si
             bool quiet = sp->skipping;
             split_reset(sp);
             sp->state = FERRY_QMP_SPLIT_RECOVER;
-            if (!quiet)
+            if (!quiet && b > 0 && b < 0x20)
+                split_error(&c, "JSON parse error, stray '%c'", b); /* QEMU's wording */
+            else if (!quiet)
                 split_error(&c, "JSON parse error, invalid byte 0x%02x", b);
             i++;
             continue;
@@ -182,11 +184,14 @@ void ferry_qmp_splitter_feed(FerryQmpSplitter *sp, const unsigned char *data, si
             } else if (scalar_byte(b)) {
                 sp->state = FERRY_QMP_SPLIT_SCALAR;
                 split_put(&c, &ch, 1);
+            } else if (b == '}' || b == ']' || b == ':' || b == ',') {
+                /* A valid token where a value must start: QEMU's parser words it so. */
+                split_error(&c, "JSON parse error, expecting value");
             } else {
                 sp->state = FERRY_QMP_SPLIT_RECOVER;
-                if (b >= 0x20 && b < 0x7F)
+                if (b < 0x7F)
                     split_error(&c, "JSON parse error, stray '%c'", b);
-                else
+                else /* never put a non-ASCII byte in a reply (QMP output is ASCII) */
                     split_error(&c, "JSON parse error, invalid byte 0x%02x", b);
             }
             break;

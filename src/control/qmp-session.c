@@ -240,7 +240,8 @@ static void on_value(void *opaque, const char *text, size_t len, const char *err
         return;
     }
     json_error_t jerr;
-    json_t *req = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    /* Duplicate keys are refused, as QEMU's parser does ("duplicate key"). */
+    json_t *req = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (!req) {
         char desc[FERRY_ERROR_MSG_MAX];
         snprintf(desc, sizeof(desc), "JSON parse error, %s", jerr.text);

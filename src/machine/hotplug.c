@@ -240,8 +240,10 @@ static uint32_t mask(unsigned size)
 
 uint32_t ferry_hotplug_io_read(FerryMachine *m, uint16_t offset, unsigned size)
 {
-    if ((size != 1 && size != 2 && size != 4) || offset + size > FERRY_HP_IO_SIZE)
+    if (size != 1 && size != 2 && size != 4)
         return 0xffffffffu;
+    if (offset + size > FERRY_HP_IO_SIZE)
+        return mask(size);
     if (offset >= FERRY_HP_WINDOW) {
         uint32_t v = 0;
         for (unsigned i = 0; i < size; i++)

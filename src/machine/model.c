@@ -21,38 +21,22 @@ void ferry_canon_fini(FerryCanon *c)
         free(c->buf);
 }
 
-void ferry_canon_put(FerryCanon *c, const void *p, size_t n)
+void ferry_canon_grow(FerryCanon *c, size_t n)
 {
     if (c->oom)
         return;
-    if (c->len + n > c->cap) {
-        size_t cap = c->cap * 2;
-        while (cap < c->len + n)
-            cap *= 2;
-        uint8_t *nb = c->buf == c->small ? malloc(cap) : realloc(c->buf, cap);
-        if (!nb) {
-            c->oom = true;
-            return;
-        }
-        if (c->buf == c->small)
-            memcpy(nb, c->small, c->len);
-        c->buf = nb;
-        c->cap = cap;
+    size_t cap = c->cap * 2;
+    while (cap < c->len + n)
+        cap *= 2;
+    uint8_t *nb = c->buf == c->small ? malloc(cap) : realloc(c->buf, cap);
+    if (!nb) {
+        c->oom = true;
+        return;
     }
-    memcpy(c->buf + c->len, p, n);
-    c->len += n;
-}
-
-void ferry_canon_u32(FerryCanon *c, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    ferry_canon_put(c, b, 4);
-}
-
-void ferry_canon_u64(FerryCanon *c, uint64_t v)
-{
-    ferry_canon_u32(c, (uint32_t)v);
-    ferry_canon_u32(c, (uint32_t)(v >> 32));
+    if (c->buf == c->small)
+        memcpy(nb, c->small, c->len);
+    c->buf = nb;
+    c->cap = cap;
 }
 
 void ferry_canon_str(FerryCanon *c, const char *s)
@@ -170,19 +154,51 @@ err_free_machine:
     return NULL;
 }
 
+static bool device_equal(const FerryDevice *a, const FerryDevice *b)
+{
+    if (a->type != b->type || strcmp(a->id, b->id) || strcmp(a->parent, b->parent) ||
+        memcmp(a->params, b->params, sizeof(a->params)))
+        return false;
+    switch (a->type->kind) {
+    case FERRY_CONN_CPU:
+        return a->st.cpu.core_id == b->st.cpu.core_id && a->st.cpu.pmu == b->st.cpu.pmu;
+    case FERRY_CONN_MEM:
+        return a->st.mem.base == b->st.mem.base && a->st.mem.size == b->st.mem.size &&
+               a->st.mem.node == b->st.mem.node;
+    case FERRY_CONN_SLOT:
+        return a->st.card.slot == b->st.card.slot && a->st.card.status == b->st.card.status &&
+               a->st.card.ext_status == b->st.card.ext_status && a->st.card.ext == b->st.card.ext;
+    }
+    return false;
+}
+
+/* Structural, field by field (same fields as the canonical encoding, without building it). */
 bool ferry_machine_equal(const FerryMachine *a, const FerryMachine *b)
 {
     if (a == b)
         return true;
-    FerryCanon ca, cb;
-    ferry_canon_init(&ca);
-    ferry_canon_init(&cb);
-    canon_machine(&ca, a);
-    canon_machine(&cb, b);
-    bool eq = !ca.oom && !cb.oom && ca.len == cb.len && !memcmp(ca.buf, cb.buf, ca.len);
-    ferry_canon_fini(&ca);
-    ferry_canon_fini(&cb);
-    return eq;
+    if (a->type != b->type || a->run != b->run || a->migration_active != b->migration_active ||
+        memcmp(a->nslots, b->nslots, sizeof(a->nslots)) || a->nconn != b->nconn)
+        return false;
+    for (uint32_t i = 0; i < a->nconn; i++) {
+        const FerryConnector *x = &a->conn[i], *y = &b->conn[i];
+        if (x->state != y->state || x->unplug_requested != y->unplug_requested ||
+            x->cc_pos != y->cc_pos || !x->dev != !y->dev ||
+            (x->dev && !device_equal(x->dev, y->dev)))
+            return false;
+    }
+    const FerryHotplugState *p = &a->hp, *q = &b->hp;
+    if (p->ready != q->ready || p->selector != q->selector || p->arg != q->arg ||
+        p->status != q->status || memcmp(p->result, q->result, sizeof(p->result)) ||
+        memcmp(p->window, q->window, sizeof(p->window)) || p->events.len != q->events.len)
+        return false;
+    for (const FerryLink *l = p->events.head, *k = q->events.head; l; l = l->next, k = k->next) {
+        const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+        const FerryHotplugEvent *f = ferry_container_of(k, FerryHotplugEvent, link);
+        if (e->action != f->action || e->kind != f->kind || e->index != f->index)
+            return false;
+    }
+    return true;
 }
 
 uint64_t ferry_machine_hash(const FerryMachine *m)

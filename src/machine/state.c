@@ -207,6 +207,10 @@ static int conn_validate(const FerryConnector *c, FerryError *err)
                                    c->unplug_requested ? " with unplug requested" : "");
         return 0;
     }
+    /* unreachable on a source: an unplug of an unallocated device completes at once */
+    if (c->unplug_requested && c->state == FERRY_CONN_UNUSABLE)
+        return ferry_error_set(err, -EINVAL, "connector 0x%08x: unplug requested in state unusable",
+                               c->index);
     if (c->cc_pos && c->state != FERRY_CONN_UNISOLATE && c->state != FERRY_CONN_CONFIGURED)
         return ferry_error_set(err, -EINVAL,
                                "connector 0x%08x: configure session in state %s", c->index,

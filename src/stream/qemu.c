@@ -2,9 +2,10 @@
  * footers, commands, RAM, spapr/htab, and device sections decoded through the vmdesc trailer. */
 #include "ferry/stream/qemu.h"
 
+#include "qemu-json-int.h"
+
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +14,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define BUF_CAP (256u << 10) /* fd read buffer; also the largest zero-copy take */
-#define PEEK_MAX 300u        /* lookahead used by footer resync (a full section header) */
-#define MAX_DEPTH 32         /* nesting of vmdesc structs/subsections */
-#define MAX_CAPS 256u
+#define BUF_CAP      (256u << 10) /* fd read buffer; also the largest zero-copy take */
+#define PEEK_MAX     300u         /* lookahead used by footer resync (a full section header) */
+#define MAX_DEPTH    32           /* nesting of vmdesc structs/subsections */
+#define MAX_CAPS     256u
 #define PATH_MAX_LEN 480
 
 /* RAM_SAVE_FLAG_* (migration/ram.c, 7.2) plus 8.0's MULTIFD_FLUSH. */
@@ -38,9 +39,9 @@ static const struct {
     const char *name;
     int len;
 } mig_cmds[] = {
-    [1] = {"OPEN_RETURN_PATH", 0}, [2] = {"PING", 4},          [3] = {"POSTCOPY_ADVISE", -1},
-    [4] = {"POSTCOPY_LISTEN", 0},  [5] = {"POSTCOPY_RUN", 0},  [6] = {"POSTCOPY_RAM_DISCARD", -1},
-    [7] = {"PACKAGED", 4},         [8] = {"ENABLE_COLO", 0},   [9] = {"POSTCOPY_RESUME", 0},
+    [1] = {"OPEN_RETURN_PATH", 0}, [2] = {"PING", 4},         [3] = {"POSTCOPY_ADVISE", -1},
+    [4] = {"POSTCOPY_LISTEN", 0},  [5] = {"POSTCOPY_RUN", 0}, [6] = {"POSTCOPY_RAM_DISCARD", -1},
+    [7] = {"PACKAGED", 4},         [8] = {"ENABLE_COLO", 0},  [9] = {"POSTCOPY_RESUME", 0},
     [10] = {"RECV_BITMAP", -1},
 };
 #define N_MIG_CMDS (sizeof(mig_cmds) / sizeof(mig_cmds[0]))
@@ -65,18 +66,24 @@ struct FerryQemuReader {
     const uint8_t *mem;
     uint64_t mem_len;
     uint8_t *buf;
-    const uint8_t *p;   /* next unread byte */
-    size_t avail;       /* bytes readable at p (before the limit cut) */
-    uint64_t off;       /* absolute offset of p */
-    uint64_t limit;     /* no read beyond this absolute offset */
+    const uint8_t *p; /* next unread byte */
+    size_t avail;     /* bytes readable at p (before the limit cut) */
+    uint64_t off;     /* absolute offset of p */
+    uint64_t limit;   /* no read beyond this absolute offset */
     const char *limit_why;
     bool src_eof;
-    uint64_t size;      /* total stream size, UINT64_MAX when unknown (pipe) */
+    uint64_t size; /* total stream size, UINT64_MAX when unknown (pipe) */
     unsigned flags;
 
     /* vmdesc */
-    json_t *vmdesc;
-    json_t *dev_index; /* "%08x:%s" instance:idstr -> device object (borrowed from vmdesc) */
+    QjDoc vj;    /* parsed vmdesc */
+    struct Dev { /* devices[] sorted by (instance_id, name) for lookup */
+        uint32_t instance;
+        const char *name;
+        uint32_t node;
+        uint32_t order;
+    } * devs;
+    size_t n_devs;
 
     /* configuration */
     char *machine;
@@ -117,7 +124,6 @@ struct FerryQemuReader {
     FerryError *err;
     FerryQemuInfo info;
 };
-
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
@@ -262,12 +268,18 @@ static int rd_u8(FerryQemuReader *r, uint8_t *v, const char *what)
     return rc;
 }
 
-static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint16_t be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
 static uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-static uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+static uint64_t be64(const uint8_t *p)
+{
+    return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
 
 static int rd_be16(FerryQemuReader *r, uint16_t *v, const char *what)
 {
@@ -390,8 +402,8 @@ static int locate_trailer(FerryQemuReader *r, uint64_t *k_out, uint32_t *len_out
     uint64_t end = r->size;
     if (end < 8 + 1 + 5 + 2)
         return -ENOENT;
-    uint64_t floor = end > (uint64_t)FERRY_QEMU_MAX_VMDESC + 16 ? end - FERRY_QEMU_MAX_VMDESC - 16
-                                                                 : 8;
+    uint64_t floor =
+        end > (uint64_t)FERRY_QEMU_MAX_VMDESC + 16 ? end - FERRY_QEMU_MAX_VMDESC - 16 : 8;
     uint64_t stop = floor; /* lowest candidate position still possible */
     uint64_t hi = end;
     while (hi > stop) {
@@ -419,15 +431,43 @@ static int locate_trailer(FerryQemuReader *r, uint64_t *k_out, uint32_t *len_out
     return -ENOENT;
 }
 
-static json_int_t jint(json_t *o, const char *key, json_int_t dflt)
+static int64_t jint(const FerryQemuReader *r, uint32_t o, const char *key, int64_t dflt)
 {
-    json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? json_integer_value(v) : dflt;
+    uint32_t v = qj_get(&r->vj, o, key);
+    return v != QJ_NONE && r->vj.n[v].type == QJ_INT ? r->vj.n[v].num : dflt;
 }
 
-static void dev_key(char *out, size_t n, const char *idstr, uint32_t instance)
+static bool jarr(const FerryQemuReader *r, uint32_t v)
 {
-    snprintf(out, n, "%08" PRIx32 ":%s", instance, idstr);
+    return v != QJ_NONE && r->vj.n[v].type == QJ_ARR;
+}
+
+static int dev_cmp(const void *a, const void *b)
+{
+    const struct Dev *x = a, *y = b;
+    if (x->instance != y->instance)
+        return x->instance < y->instance ? -1 : 1;
+    int c = strcmp(x->name, y->name);
+    if (c)
+        return c;
+    return x->order < y->order ? -1 : x->order > y->order; /* equal keys: vmdesc order */
+}
+
+static uint32_t find_dev(const FerryQemuReader *r, const char *name, uint32_t instance)
+{
+    size_t lo = 0, hi = r->n_devs;
+    while (lo < hi) { /* last entry with this key: a repeated device, like a dict, keeps the last */
+        size_t mid = lo + (hi - lo) / 2;
+        const struct Dev *d = &r->devs[mid];
+        int c = d->instance != instance ? (d->instance < instance ? -1 : 1) : strcmp(d->name, name);
+        if (c <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo && r->devs[lo - 1].instance == instance && !strcmp(r->devs[lo - 1].name, name))
+        return r->devs[lo - 1].node;
+    return QJ_NONE;
 }
 
 static int load_vmdesc(FerryQemuReader *r, uint64_t k, uint32_t len)
@@ -442,42 +482,47 @@ static int load_vmdesc(FerryQemuReader *r, uint64_t k, uint32_t len)
         free(text);
         return fail(r, k, -EIO, "reading vmdesc trailer: read failed");
     }
-    json_error_t je;
-    r->vmdesc = json_loadb(text, len, 0, &je);
+    size_t pos;
+    const char *msg;
+    int rc = qj_parse(&r->vj, text, len, &pos, &msg);
     free(text);
-    if (!r->vmdesc)
-        return fail(r, k + 5 + (uint64_t)(je.position > 0 ? je.position : 0), -EINVAL,
-                    "reading vmdesc JSON: %s", je.text);
-    json_t *ps = json_object_get(r->vmdesc, "page_size");
-    json_t *devs = json_object_get(r->vmdesc, "devices");
-    if (!json_is_integer(ps) || !json_is_array(devs))
-        return fail(r, k + 5, -EINVAL, "reading vmdesc JSON: no integer \"page_size\" and array "
-                                       "\"devices\"");
-    json_int_t pgs = json_integer_value(ps);
-    if (pgs < 512 || pgs > (json_int_t)FERRY_QEMU_MAX_PAGE_SIZE || (pgs & (pgs - 1)))
-        return fail(r, k + 5, -EINVAL, "reading vmdesc JSON: page_size %" JSON_INTEGER_FORMAT
-                                       " is not a power of two in [512, 1 MiB]", pgs);
+    if (rc < 0)
+        return fail(r, k + 5 + pos, rc, "reading vmdesc JSON: %s", msg);
+    uint32_t ps = qj_get(&r->vj, 0, "page_size");
+    uint32_t devs = qj_get(&r->vj, 0, "devices");
+    if (ps == QJ_NONE || r->vj.n[ps].type != QJ_INT || !jarr(r, devs))
+        return fail(r, k + 5, -EINVAL,
+                    "reading vmdesc JSON: no integer \"page_size\" and array "
+                    "\"devices\"");
+    int64_t pgs = r->vj.n[ps].num;
+    if (pgs < 512 || pgs > (int64_t)FERRY_QEMU_MAX_PAGE_SIZE || (pgs & (pgs - 1)))
+        return fail(r, k + 5, -EINVAL,
+                    "reading vmdesc JSON: page_size %" PRId64
+                    " is not a power of two in [512, 1 MiB]",
+                    pgs);
     r->info.page_size = (uint32_t)pgs;
     r->info.page_size_from_vmdesc = true;
-    r->dev_index = json_object();
-    size_t i;
-    json_t *dev;
-    json_array_foreach(devs, i, dev) {
-        const char *name = json_string_value(json_object_get(dev, "name"));
-        json_t *inst = json_object_get(dev, "instance_id");
-        if (!name || !json_is_integer(inst) || !json_is_array(json_object_get(dev, "fields")))
+    r->devs = calloc(r->vj.n[devs].count ? r->vj.n[devs].count : 1, sizeof(*r->devs));
+    if (!r->devs)
+        return fail(r, k, -ENOMEM, "reading vmdesc trailer: out of memory");
+    size_t i = 0;
+    for (uint32_t dev = r->vj.n[devs].first; dev != QJ_NONE; dev = r->vj.n[dev].next, i++) {
+        const char *name = qj_str(&r->vj, qj_get(&r->vj, dev, "name"));
+        uint32_t inst = qj_get(&r->vj, dev, "instance_id");
+        if (!name || inst == QJ_NONE || r->vj.n[inst].type != QJ_INT ||
+            !jarr(r, qj_get(&r->vj, dev, "fields")))
             return fail(r, k + 5, -EINVAL,
                         "reading vmdesc JSON: device %zu lacks \"name\", \"instance_id\" or "
-                        "\"fields\"", i);
-        char key[300];
+                        "\"fields\"",
+                        i);
         /* QEMU writes the id as an unsigned number; older writers as signed: both mean u32. */
-        dev_key(key, sizeof(key), name, (uint32_t)json_integer_value(inst));
-        json_object_set(r->dev_index, key, dev); /* a repeated key: the last wins, as in Python */
+        r->devs[r->n_devs++] = (struct Dev){(uint32_t)r->vj.n[inst].num, name, dev, (uint32_t)i};
     }
+    qsort(r->devs, r->n_devs, sizeof(*r->devs), dev_cmp);
     r->info.has_vmdesc = true;
     r->info.vmdesc_offset = k;
     r->info.vmdesc_len = len;
-    r->info.vmdesc_devices = json_array_size(devs);
+    r->info.vmdesc_devices = r->n_devs;
     return 0;
 }
 
@@ -663,7 +708,8 @@ static int parse_config(FerryQemuReader *r)
         if (r->info.page_size_from_vmdesc && r->info.page_size != ps)
             return fail(r, at, -EINVAL,
                         "reading configuration: target page size %" PRIu32
-                        " differs from the vmdesc page_size %" PRIu32, ps, r->info.page_size);
+                        " differs from the vmdesc page_size %" PRIu32,
+                        ps, r->info.page_size);
         r->info.page_size = ps;
     }
     if (r->v->config && (rc = r->v->config(r->ctx, &c, r->err)) < 0)
@@ -701,16 +747,15 @@ static int ram_block_list(FerryQemuReader *r, uint64_t total)
         if (length > total)
             return fail(r, at, -EINVAL,
                         "reading RAM block list: block '%s' length 0x%" PRIx64
-                        " exceeds the 0x%" PRIx64 " left of the announced total", name, length,
-                        total);
+                        " exceeds the 0x%" PRIx64 " left of the announced total",
+                        name, length, total);
         uint64_t page_size = 0, addr = UINT64_MAX;
         uint64_t sum = r->pagesize_summary;
         if (r->postcopy_advised && sum && (sum & (sum - 1))) {
             size_t have = in_ensure(r, 8);
             if (have == 8) {
                 uint64_t v = be64(r->p);
-                if (r->p[0] == 0 && v >= 1024 && !(v & (v - 1)) && (v & sum) &&
-                    v != (sum & -sum)) {
+                if (r->p[0] == 0 && v >= 1024 && !(v & (v - 1)) && (v & sum) && v != (sum & -sum)) {
                     page_size = v;
                     in_advance(r, 8);
                 }
@@ -779,10 +824,11 @@ static int ram_payload(FerryQemuReader *r)
             if (addr > b->pub.length || b->pub.length - addr < ps)
                 return fail(r, at, -EINVAL,
                             "reading RAM record: page at 0x%" PRIx64 " is beyond block '%s' "
-                            "(length 0x%" PRIx64 ")", addr, b->name, b->pub.length);
+                            "(length 0x%" PRIx64 ")",
+                            addr, b->name, b->pub.length);
         }
-        FerryQemuPage pg = {.block = b ? &b->pub : NULL, .addr = addr, .page_size = ps,
-                            .offset = at};
+        FerryQemuPage pg = {
+            .block = b ? &b->pub : NULL, .addr = addr, .page_size = ps, .offset = at};
         const uint8_t *data;
         switch (kind) {
         case RAM_MEM_SIZE:
@@ -812,7 +858,8 @@ static int ram_payload(FerryQemuReader *r)
             if (len == 0 || len > zlib_bound(ps))
                 return fail(r, r->off - 4, -EINVAL,
                             "reading RAM compressed page length: %" PRIu32 " is not in [1, %" PRIu64
-                            "]", len, zlib_bound(ps));
+                            "]",
+                            len, zlib_bound(ps));
             if ((rc = in_take(r, len, &data, "RAM compressed page data")) < 0)
                 return rc;
             pg.kind = FERRY_QEMU_PAGE_COMPRESSED;
@@ -849,8 +896,8 @@ static int ram_payload(FerryQemuReader *r)
                 return fail(r, at, -EINVAL,
                             "reading RAM record: HOOK flag (RDMA) is invalid outside an RDMA "
                             "channel");
-            return fail(r, at, -EINVAL, "reading RAM record: unknown combination of flags 0x%" PRIx64,
-                        flags);
+            return fail(r, at, -EINVAL,
+                        "reading RAM record: unknown combination of flags 0x%" PRIx64, flags);
         }
         if (r->v->ram_page && (rc = r->v->ram_page(r->ctx, &pg, r->err)) < 0)
             return cb_fail(r, rc);
@@ -871,8 +918,8 @@ static int htab_payload(FerryQemuReader *r)
         return 0;
     if (hdr) {
         if (hdr < 18 || hdr > 46)
-            return fail(r, r->off - 4, -EINVAL, "reading htab shift: %" PRIu32 " is not in [18, 46]",
-                        hdr);
+            return fail(r, r->off - 4, -EINVAL,
+                        "reading htab shift: %" PRIu32 " is not in [18, 46]", hdr);
         r->htab_shift = hdr;
         return 0;
     }
@@ -890,8 +937,8 @@ static int htab_payload(FerryQemuReader *r)
             (uint64_t)index + n_valid + n_invalid > ((uint64_t)1 << r->htab_shift) / 16)
             return fail(r, at, -EINVAL,
                         "reading htab chunk: entries %" PRIu32 "+%u+%u exceed the %" PRIu64
-                        "-entry table", index, n_valid, n_invalid,
-                        ((uint64_t)1 << r->htab_shift) / 16);
+                        "-entry table",
+                        index, n_valid, n_invalid, ((uint64_t)1 << r->htab_shift) / 16);
         if ((rc = in_skip(r, (uint64_t)n_valid * 16, "htab entries")) < 0)
             return rc;
     }
@@ -899,17 +946,17 @@ static int htab_payload(FerryQemuReader *r)
 
 /* ---- devices (vmdesc) ------------------------------------------------------------------ */
 
-static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at);
+static int decode_struct(FerryQemuReader *r, uint32_t desc, uint64_t at);
 
-static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const char *type,
+static int decode_element(FerryQemuReader *r, uint32_t f, const char *name, const char *type,
                           uint64_t size, int64_t index)
 {
     size_t saved = path_push(r, name, index);
     uint64_t start = r->off;
     int rc;
     if (!strcmp(type, "struct")) {
-        json_t *sd = json_object_get(f, "struct");
-        if (!json_is_object(sd))
+        uint32_t sd = qj_get(&r->vj, f, "struct");
+        if (sd == QJ_NONE || r->vj.n[sd].type != QJ_OBJ)
             return fail(r, start, -EINVAL, "reading field '%s': vmdesc struct without \"struct\"",
                         path_str(r));
         FerryQemuNode n = {FERRY_QEMU_NODE_STRUCT, name, index, 0, start};
@@ -922,8 +969,9 @@ static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const
         /* vmdesc sizes are what the source wrote: a difference means desync or a bad vmdesc. */
         if (r->off - start != size)
             return fail(r, start, -EINVAL,
-                        "reading field '%s': the vmdesc says %" PRIu64 " bytes, its fields took %"
-                        PRIu64, path_str(r), size, r->off - start);
+                        "reading field '%s': the vmdesc says %" PRIu64
+                        " bytes, its fields took %" PRIu64,
+                        path_str(r), size, r->off - start);
     } else {
         const uint8_t *data;
         if ((rc = in_take_big(r, size, &data, NULL)) < 0)
@@ -936,52 +984,51 @@ static int decode_element(FerryQemuReader *r, json_t *f, const char *name, const
     return 0;
 }
 
-static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
+static int decode_struct(FerryQemuReader *r, uint32_t desc, uint64_t at)
 {
     int rc;
     if (++r->depth > MAX_DEPTH)
         return fail(r, at, -EINVAL, "reading '%s': vmdesc nesting deeper than %d", path_str(r),
                     MAX_DEPTH);
-    json_t *fields = json_object_get(desc, "fields");
-    if (!json_is_array(fields))
+    uint32_t fields = qj_get(&r->vj, desc, "fields");
+    if (!jarr(r, fields))
         return fail(r, at, -EINVAL, "reading '%s': vmdesc entry without a \"fields\" array",
                     path_str(r));
-    size_t i;
-    json_t *f;
-    json_array_foreach(fields, i, f) {
-        const char *name = json_string_value(json_object_get(f, "name"));
-        const char *type = json_string_value(json_object_get(f, "type"));
-        json_int_t size = jint(f, "size", -1);
+    size_t i = 0;
+    for (uint32_t f = r->vj.n[fields].first; f != QJ_NONE; f = r->vj.n[f].next, i++) {
+        const char *name = qj_str(&r->vj, qj_get(&r->vj, f, "name"));
+        const char *type = qj_str(&r->vj, qj_get(&r->vj, f, "type"));
+        int64_t size = jint(r, f, "size", -1);
         if (!name || size < 0)
             return fail(r, r->off, -EINVAL,
                         "reading '%s': vmdesc field %zu lacks \"name\" or a \"size\" >= 0",
                         path_str(r), i);
         if (!type)
             type = "unknown"; /* like the script: read as opaque bytes */
-        json_t *al = json_object_get(f, "array_len");
-        if (al) {
-            json_int_t n = json_is_integer(al) ? json_integer_value(al) : -1;
+        uint32_t al = qj_get(&r->vj, f, "array_len");
+        if (al != QJ_NONE) {
+            int64_t n = r->vj.n[al].type == QJ_INT ? r->vj.n[al].num : -1;
             uint64_t left = r->limit - r->off;
             if (n < 0 || (size > 0 && (uint64_t)n > left / (uint64_t)size) ||
                 (size == 0 && n > 65536))
                 return fail(r, r->off, -EINVAL,
-                            "reading field '%s%s%s': vmdesc array_len %" JSON_INTEGER_FORMAT
-                            " × %" JSON_INTEGER_FORMAT " bytes does not fit the stream",
+                            "reading field '%s%s%s': vmdesc array_len %" PRId64 " × %" PRId64
+                            " bytes does not fit the stream",
                             path_str(r), r->path_len ? "." : "", name, n, size);
-            for (json_int_t k = 0; k < n; k++)
+            for (int64_t k = 0; k < n; k++)
                 if ((rc = decode_element(r, f, name, type, (uint64_t)size, k)) < 0)
                     return rc;
         } else {
-            json_int_t index = jint(f, "index", -1);
+            int64_t index = jint(r, f, "index", -1);
             if ((rc = decode_element(r, f, name, type, (uint64_t)size, index < 0 ? -1 : index)) < 0)
                 return rc;
         }
     }
-    json_t *subs = json_object_get(desc, "subsections");
-    json_t *s;
-    json_array_foreach(subs, i, s) {
+    uint32_t subs = qj_get(&r->vj, desc, "subsections");
+    for (uint32_t s = jarr(r, subs) ? r->vj.n[subs].first : QJ_NONE; s != QJ_NONE;
+         s = r->vj.n[s].next) {
         uint64_t sat = r->off;
-        const char *want = json_string_value(json_object_get(s, "vmsd_name"));
+        const char *want = qj_str(&r->vj, qj_get(&r->vj, s, "vmsd_name"));
         char what[PATH_MAX_LEN + 64];
         snprintf(what, sizeof(what), "subsection '%s'", want ? want : "?");
         uint8_t mark;
@@ -995,11 +1042,11 @@ static int decode_struct(FerryQemuReader *r, json_t *desc, uint64_t at)
             return rc;
         if (want && strcmp(want, name))
             return fail(r, sat, -EINVAL, "reading %s: the stream has '%s'", what, name);
-        json_int_t dv = jint(s, "version", -1);
+        int64_t dv = jint(r, s, "version", -1);
         if (dv >= 0 && (uint64_t)dv != version)
             return fail(r, sat, -EINVAL,
-                        "reading %s: version %" PRIu32 " but the vmdesc says %" JSON_INTEGER_FORMAT,
-                        what, version, dv);
+                        "reading %s: version %" PRIu32 " but the vmdesc says %" PRId64, what,
+                        version, dv);
         FerryQemuNode n = {FERRY_QEMU_NODE_SUBSECTION, name, -1, version, sat};
         if (r->v->node_begin && (rc = r->v->node_begin(r->ctx, &n, r->err)) < 0)
             return cb_fail(r, rc);
@@ -1076,8 +1123,8 @@ static int resync(FerryQemuReader *r, const FerryQemuSection *s)
         if (have < 5)
             return fail(r, s->payload, -ENODATA,
                         "reading undescribed payload: no footer 7e %08" PRIx32
-                        " before the end of the stream at 0x%" PRIx64, s->section_id,
-                        r->off + have);
+                        " before the end of the stream at 0x%" PRIx64,
+                        s->section_id, r->off + have);
         const uint8_t *hit = memchr(r->p, FERRY_QEMU_FOOTER, have - 4);
         if (!hit) {
             in_advance(r, have - 4);
@@ -1118,8 +1165,7 @@ static int end_section(FerryQemuReader *r, FerryQemuSection *s)
         } else if (r->footers == 1) {
             if (have == 0)
                 return short_read(r, r->off, "footer", 5, 0);
-            return fail(r, r->off, -EINVAL, "reading footer: expected 0x7e, found 0x%02x",
-                        r->p[0]);
+            return fail(r, r->off, -EINVAL, "reading footer: expected 0x7e, found 0x%02x", r->p[0]);
         } else {
             r->footers = 0; /* machine types <= 2.3 send none; decided by the first section */
         }
@@ -1136,7 +1182,7 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
     uint32_t id;
     FerryQemuSection s = {.type = type, .offset = at};
     char idstr[256];
-    json_t *dev = NULL;
+    uint32_t dev = QJ_NONE;
     if ((rc = rd_be32(r, &id, "section id")) < 0)
         return rc;
     s.section_id = id;
@@ -1151,7 +1197,8 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
         if (!strcmp(idstr, "ram") && s.instance_id == 0) {
             if (s.version_id != 4)
                 return fail(r, at, -EINVAL,
-                            "reading section header: RAM version %" PRIu32 ", QEMU 7.2 loads only 4",
+                            "reading section header: RAM version %" PRIu32
+                            ", QEMU 7.2 loads only 4",
                             s.version_id);
             s.kind = FERRY_QEMU_KIND_RAM;
         } else if (!strcmp(idstr, "spapr/htab") && s.instance_id == 0) {
@@ -1160,20 +1207,19 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
                             "reading section header: spapr/htab version %" PRIu32 ", only 1 exists",
                             s.version_id);
             s.kind = FERRY_QEMU_KIND_HTAB;
-        } else if (type == FERRY_QEMU_FULL && r->dev_index) {
-            char key[300];
-            dev_key(key, sizeof(key), idstr, s.instance_id);
-            dev = json_object_get(r->dev_index, key);
-            s.kind = dev ? FERRY_QEMU_KIND_DEVICE : FERRY_QEMU_KIND_UNDECODED;
+        } else if (type == FERRY_QEMU_FULL && r->n_devs) {
+            dev = find_dev(r, idstr, s.instance_id);
+            s.kind = dev != QJ_NONE ? FERRY_QEMU_KIND_DEVICE : FERRY_QEMU_KIND_UNDECODED;
         } else {
             s.kind = FERRY_QEMU_KIND_UNDECODED;
         }
-        if (dev) {
-            json_int_t dv = jint(dev, "version", -1);
+        if (dev != QJ_NONE) {
+            int64_t dv = jint(r, dev, "version", -1);
             if (dv >= 0 && (uint64_t)dv != s.version_id)
                 return fail(r, at, -EINVAL,
                             "reading section header: version %" PRIu32
-                            " but the vmdesc says %" JSON_INTEGER_FORMAT, s.version_id, dv);
+                            " but the vmdesc says %" PRId64,
+                            s.version_id, dv);
         }
         if (type == FERRY_QEMU_START) {
             Iter *it = find_iter(r, id);
@@ -1194,7 +1240,8 @@ static int section(FerryQemuReader *r, uint8_t type, uint64_t at)
         if (!it)
             return fail(r, at, -ENOENT,
                         "reading section header: %s for section id %" PRIu32
-                        " that no START opened", type == FERRY_QEMU_PART ? "PART" : "END", id);
+                        " that no START opened",
+                        type == FERRY_QEMU_PART ? "PART" : "END", id);
         memcpy(idstr, it->idstr, sizeof(idstr));
         s.idstr = idstr;
         s.instance_id = it->instance_id;
@@ -1262,7 +1309,8 @@ static int command(FerryQemuReader *r, uint64_t at)
             r->pagesize_summary = be64(d);
             if (be64(d + 8) != r->info.page_size)
                 return fail(r, at, -EINVAL,
-                            "reading command %s: target page size %" PRIu64 ", stream uses %" PRIu32,
+                            "reading command %s: target page size %" PRIu64
+                            ", stream uses %" PRIu32,
                             name, be64(d + 8), r->info.page_size);
         }
         break;
@@ -1305,8 +1353,8 @@ static int command(FerryQemuReader *r, uint64_t at)
             return rc;
         if (r->off != r->limit)
             return fail(r, r->off, -EINVAL,
-                        "reading PACKAGED data: EOF inside the package with %" PRIu64
-                        " bytes left", r->limit - r->off);
+                        "reading PACKAGED data: EOF inside the package with %" PRIu64 " bytes left",
+                        r->limit - r->off);
         r->limit = old;
         r->limit_why = old_why;
     }
@@ -1408,8 +1456,8 @@ void ferry_qemu_reader_destroy(FerryQemuReader *r)
 {
     if (!r)
         return;
-    json_decref(r->dev_index);
-    json_decref(r->vmdesc);
+    qj_free(&r->vj);
+    free(r->devs);
     free(r->machine);
     for (size_t i = 0; i < r->n_caps; i++)
         free(r->caps[i]);
@@ -1440,8 +1488,10 @@ static int trailer(FerryQemuReader *r)
     if ((rc = rd_u8(r, &t, "vmdesc trailer")) < 0)
         return rc;
     if (t != FERRY_QEMU_VMDESC)
-        return fail(r, at, -EINVAL, "reading after EOF: 0x%02x where only a vmdesc trailer (0x06) "
-                                    "may follow", t);
+        return fail(r, at, -EINVAL,
+                    "reading after EOF: 0x%02x where only a vmdesc trailer (0x06) "
+                    "may follow",
+                    t);
     if ((rc = rd_be32(r, &len, "vmdesc trailer length")) < 0)
         return rc;
     if (len > FERRY_QEMU_MAX_VMDESC)
@@ -1449,8 +1499,9 @@ static int trailer(FerryQemuReader *r)
                     len, FERRY_QEMU_MAX_VMDESC);
     if (r->info.has_vmdesc || (r->flags & FERRY_QEMU_NO_VMDESC)) {
         if (r->info.has_vmdesc && at != r->info.vmdesc_offset)
-            return fail(r, at, -EINVAL, "reading vmdesc trailer: found at 0x%" PRIx64
-                        " but located at 0x%" PRIx64, at, r->info.vmdesc_offset);
+            return fail(r, at, -EINVAL,
+                        "reading vmdesc trailer: found at 0x%" PRIx64 " but located at 0x%" PRIx64,
+                        at, r->info.vmdesc_offset);
         if ((rc = in_skip(r, len, "vmdesc trailer JSON")) < 0)
             return rc;
     } else {
@@ -1458,13 +1509,16 @@ static int trailer(FerryQemuReader *r)
         const uint8_t *text;
         if ((rc = in_take_big(r, len, &text, "vmdesc trailer JSON")) < 0)
             return rc;
-        json_error_t je;
-        json_t *j = json_loadb((const char *)text, len, 0, &je);
-        if (!j)
-            return fail(r, at + 5 + (uint64_t)(je.position > 0 ? je.position : 0), -EINVAL,
-                        "reading vmdesc JSON: %s", je.text);
-        r->info.vmdesc_devices = json_array_size(json_object_get(j, "devices"));
-        json_decref(j);
+        size_t pos;
+        const char *msg;
+        QjDoc j = {0};
+        if ((rc = qj_parse(&j, (const char *)text, len, &pos, &msg)) < 0) {
+            qj_free(&j);
+            return fail(r, at + 5 + pos, rc, "reading vmdesc JSON: %s", msg);
+        }
+        uint32_t devs = qj_get(&j, 0, "devices");
+        r->info.vmdesc_devices = devs != QJ_NONE && j.n[devs].type == QJ_ARR ? j.n[devs].count : 0;
+        qj_free(&j);
         r->info.vmdesc_offset = at;
         r->info.vmdesc_len = len;
     }
@@ -1473,8 +1527,7 @@ static int trailer(FerryQemuReader *r)
     return 0;
 }
 
-int ferry_qemu_reader_run(FerryQemuReader *r, const FerryQemuVisitor *v, void *ctx,
-                          FerryError *err)
+int ferry_qemu_reader_run(FerryQemuReader *r, const FerryQemuVisitor *v, void *ctx, FerryError *err)
 {
     static const FerryQemuVisitor none;
     int rc;
@@ -1504,8 +1557,7 @@ int ferry_qemu_reader_run(FerryQemuReader *r, const FerryQemuVisitor *v, void *c
     }
     if (!r->info.page_size)
         r->info.page_size = 4096; /* x86, ppc64, s390x; variable-page targets send page bits */
-    if (in_ensure(r, 1) == 1 && r->p[0] == FERRY_QEMU_CONFIGURATION &&
-        (rc = parse_config(r)) < 0)
+    if (in_ensure(r, 1) == 1 && r->p[0] == FERRY_QEMU_CONFIGURATION && (rc = parse_config(r)) < 0)
         return rc;
     if ((rc = run_items(r, false)) < 0)
         return rc;

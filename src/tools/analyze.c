@@ -1,5 +1,10 @@
 /* ferry analyze: decode a migration stream. QEMU streams print as QEMU's analyze-migration.py
  * JSON (same keys and value spelling), or a summary; RAM can be extracted to sparse files. */
+#include "analyze-ferry.h"
+#include "commands.h"
+#include "ferry/stream/qemu.h"
+#include "ferry/stream/stream.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -10,11 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include "analyze-ferry.h"
-#include "ferry/stream/stream.h"
-#include "commands.h"
-#include "ferry/stream/qemu.h"
 
 /* Per section id, for --summary. */
 typedef struct SecStat {
@@ -39,10 +39,11 @@ typedef struct BlockStat {
 
 typedef struct Analyze {
     bool summary;
-    bool json; /* default output: neither --summary nor --extract-ram */
+    bool json;           /* default output: neither --summary nor --extract-ram */
     const char *section; /* --section filter */
     const char *extract; /* --extract-ram DIR */
     FILE *out;
+    struct Out *jo; /* JSON output */
 
     /* JSON, streamed: one Level per open object (no tree is built) */
     struct Level {
@@ -52,9 +53,9 @@ typedef struct Analyze {
         char list[256];
     } lv[80];
     int depth;
-    bool entry_open;         /* the current section is being printed */
-    bool filtered;           /* the current section passes --section */
-    char *vbuf;              /* formatted field value */
+    bool entry_open; /* the current section is being printed */
+    bool filtered;   /* the current section passes --section */
+    char *vbuf;      /* formatted field value */
     struct {
         const char *type;
         int cls;
@@ -71,26 +72,64 @@ typedef struct Analyze {
     /* extraction */
     uint8_t *page;
     size_t page_cap;
-    int zero_fd;             /* pending run of zero pages to punch */
+    int zero_fd; /* pending run of zero pages to punch */
     uint64_t zero_off, zero_len;
 } Analyze;
 
 /* ---- Python-compatible JSON output (json.JSONEncoder(indent=4, separators=(',', ': '))) ----- */
 
-static void py_str(FILE *out, const char *s)
+/* JSON output buffer: memcpy into 64 KiB, then one fwrite (stdio per call costs more here). */
+typedef struct Out {
+    FILE *f;
+    size_t n;
+    char buf[1 << 16];
+} Out;
+
+static void out_flush(Out *o)
+{
+    fwrite(o->buf, 1, o->n, o->f);
+    o->n = 0;
+}
+
+static inline void out_put(Out *o, const char *s, size_t n)
+{
+    if (n > sizeof(o->buf) - o->n) {
+        out_flush(o);
+        if (n > sizeof(o->buf)) {
+            fwrite(s, 1, n, o->f);
+            return;
+        }
+    }
+    memcpy(o->buf + o->n, s, n);
+    o->n += n;
+}
+
+static inline void out_c(Out *o, char c)
+{
+    if (o->n == sizeof(o->buf))
+        out_flush(o);
+    o->buf[o->n++] = c;
+}
+
+static void out_s(Out *o, const char *s)
+{
+    out_put(o, s, strlen(s));
+}
+
+static void py_str(Out *out, const char *s)
 {
     /* Fast path: printable ASCII without quotes or backslashes is written as is. */
     size_t plain = 0;
     while (s[plain] >= 0x20 && s[plain] <= 0x7e && s[plain] != '"' && s[plain] != '\\')
         plain++;
     if (!s[plain]) {
-        putc_unlocked('"', out);
-        fwrite_unlocked(s, 1, plain, out);
-        putc_unlocked('"', out);
+        out_c(out, '"');
+        out_put(out, s, plain);
+        out_c(out, '"');
         return;
     }
     const unsigned char *p = (const unsigned char *)s;
-    fputc('"', out);
+    out_c(out, '"');
     while (*p) {
         uint32_t cp = *p;
         size_t n = 1;
@@ -108,32 +147,50 @@ static void py_str(FILE *out, const char *s)
         }
         p += n;
         switch (cp) {
-        case '"': fputs("\\\"", out); break;
-        case '\\': fputs("\\\\", out); break;
-        case '\n': fputs("\\n", out); break;
-        case '\r': fputs("\\r", out); break;
-        case '\t': fputs("\\t", out); break;
-        case '\b': fputs("\\b", out); break;
-        case '\f': fputs("\\f", out); break;
+        case '"':
+            out_s(out, "\\\"");
+            break;
+        case '\\':
+            out_s(out, "\\\\");
+            break;
+        case '\n':
+            out_s(out, "\\n");
+            break;
+        case '\r':
+            out_s(out, "\\r");
+            break;
+        case '\t':
+            out_s(out, "\\t");
+            break;
+        case '\b':
+            out_s(out, "\\b");
+            break;
+        case '\f':
+            out_s(out, "\\f");
+            break;
         default:
             if (cp >= 0x20 && cp <= 0x7e)
-                fputc((int)cp, out);
-            else if (cp > 0xffff)
-                fprintf(out, "\\u%04x\\u%04x", 0xd800 + ((cp - 0x10000) >> 10),
-                        0xdc00 + ((cp - 0x10000) & 0x3ff));
-            else
-                fprintf(out, "\\u%04x", cp);
+                out_c(out, (char)cp);
+            else {
+                char u[16];
+                if (cp > 0xffff)
+                    snprintf(u, sizeof(u), "\\u%04x\\u%04x", 0xd800 + ((cp - 0x10000) >> 10),
+                             0xdc00 + ((cp - 0x10000) & 0x3ff));
+                else
+                    snprintf(u, sizeof(u), "\\u%04x", cp);
+                out_s(out, u);
+            }
         }
     }
-    fputc('"', out);
+    out_c(out, '"');
 }
 
-static void indent(FILE *out, int n)
+static void indent(Out *out, int n)
 {
     static const char spaces[] = "                                                                ";
     while (n > 0) {
         int k = n < (int)sizeof(spaces) - 1 ? n : (int)sizeof(spaces) - 1;
-        fwrite_unlocked(spaces, 1, (size_t)k, out);
+        out_put(out, spaces, (size_t)k);
         n -= k;
     }
 }
@@ -145,9 +202,9 @@ static void close_list(Analyze *a)
 {
     struct Level *L = &a->lv[a->depth];
     if (L->list_open) {
-        fputc_unlocked('\n', a->out);
-        indent(a->out, L->ind + 4);
-        fputc_unlocked(']', a->out);
+        out_c(a->jo, '\n');
+        indent(a->jo, L->ind + 4);
+        out_c(a->jo, ']');
         L->list_open = false;
     }
 }
@@ -156,10 +213,10 @@ static void open_entry(Analyze *a, const char *key)
 {
     struct Level *L = &a->lv[a->depth];
     close_list(a);
-    fputs_unlocked(L->count++ ? ",\n" : "{\n", a->out);
-    indent(a->out, L->ind + 4);
-    py_str(a->out, key);
-    fputs_unlocked(": ", a->out);
+    out_s(a->jo, L->count++ ? ",\n" : "{\n");
+    indent(a->jo, L->ind + 4);
+    py_str(a->jo, key);
+    out_put(a->jo, ": ", 2);
 }
 
 /* Start a list element under `name`; returns the element's indentation. */
@@ -167,14 +224,14 @@ static int list_elem(Analyze *a, const char *name)
 {
     struct Level *L = &a->lv[a->depth];
     if (L->list_open && !strcmp(L->list, name)) {
-        fputs_unlocked(",\n", a->out);
+        out_put(a->jo, ",\n", 2);
     } else {
         open_entry(a, name);
-        fputs_unlocked("[\n", a->out);
+        out_put(a->jo, "[\n", 2);
         L->list_open = true;
         snprintf(L->list, sizeof(L->list), "%s", name);
     }
-    indent(a->out, L->ind + 8);
+    indent(a->jo, L->ind + 8);
     return L->ind + 8;
 }
 
@@ -194,11 +251,11 @@ static void close_object(Analyze *a)
     close_list(a);
     struct Level *L = &a->lv[a->depth];
     if (L->count) {
-        fputc_unlocked('\n', a->out);
-        indent(a->out, L->ind);
-        fputc_unlocked('}', a->out);
+        out_c(a->jo, '\n');
+        indent(a->jo, L->ind);
+        out_c(a->jo, '}');
     } else {
-        fputs_unlocked("{}", a->out);
+        out_put(a->jo, "{}", 2);
     }
     a->depth--;
 }
@@ -207,15 +264,16 @@ static void close_object(Analyze *a)
 static void put_str(Analyze *a, const char *key, const char *value)
 {
     open_entry(a, key);
-    py_str(a->out, value);
+    py_str(a->jo, value);
 }
 
 /* Value spelling of the script's VMSDField* classes, chosen by vmdesc type. */
 /* 1 signed int, 0 unsigned int, -1 opaque bytes, 2 bool: the script's vmsd_field_readers. */
 static int type_class(const char *type)
 {
-    static const char *const sints[] = {"int8", "int16", "int32", "int32 equal", "int32 le",
-                                        "int64", "int64 equal", "uint8 equal", "uint16 equal"};
+    static const char *const sints[] = {"int8",        "int16",       "int32",
+                                        "int32 equal", "int32 le",    "int64",
+                                        "int64 equal", "uint8 equal", "uint16 equal"};
     static const char *const uints[] = {"uint8", "uint16", "uint32", "uint32 equal", "uint64"};
     if (!strcmp(type, "bool"))
         return 2;
@@ -290,10 +348,14 @@ static SecStat *sec_find(Analyze *a, uint32_t id)
 static const char *kind_name(FerryQemuKind k)
 {
     switch (k) {
-    case FERRY_QEMU_KIND_RAM: return "ram";
-    case FERRY_QEMU_KIND_HTAB: return "htab";
-    case FERRY_QEMU_KIND_DEVICE: return "device";
-    default: return "undecoded";
+    case FERRY_QEMU_KIND_RAM:
+        return "ram";
+    case FERRY_QEMU_KIND_HTAB:
+        return "htab";
+    case FERRY_QEMU_KIND_DEVICE:
+        return "device";
+    default:
+        return "undecoded";
     }
 }
 
@@ -404,8 +466,9 @@ static int extract_page(Analyze *a, const FerryQemuPage *p, FerryError *err)
     }
     case FERRY_QEMU_PAGE_COMPRESSED: {
         if ((rc = ferry_qemu_page_inflate(a->page, p->page_size, p->data, p->len, err)) < 0)
-            return ferry_error_prefix(err, "RAM block '%s' page 0x%" PRIx64 " (record at 0x%" PRIx64
-                                      "): ", b->name, p->addr, p->offset);
+            return ferry_error_prefix(
+                err, "RAM block '%s' page 0x%" PRIx64 " (record at 0x%" PRIx64 "): ", b->name,
+                p->addr, p->offset);
         break;
     }
     }
@@ -430,8 +493,11 @@ static int on_section_begin(void *ctx, const FerryQemuSection *s, FerryError *er
             a->cap_secs = cap;
         }
         st = &a->secs[a->n_secs++];
-        *st = (SecStat){.id = s->section_id, .instance_id = s->instance_id,
-                        .version_id = s->version_id, .kind = s->kind, .first_type = s->type,
+        *st = (SecStat){.id = s->section_id,
+                        .instance_id = s->instance_id,
+                        .version_id = s->version_id,
+                        .kind = s->kind,
+                        .first_type = s->type,
                         .offset = s->offset};
         snprintf(st->idstr, sizeof(st->idstr), "%s", s->idstr);
         a->filtered = passes(a, s->idstr, s->section_id);
@@ -441,7 +507,7 @@ static int on_section_begin(void *ctx, const FerryQemuSection *s, FerryError *er
             snprintf(key, sizeof(key), "%s (%" PRIu32 ")", s->idstr, s->section_id);
             open_entry(a, key);
             if (s->kind == FERRY_QEMU_KIND_HTAB) {
-                fputs_unlocked("\"\"", a->out); /* the script's HTABSection.getDict() */
+                out_put(a->jo, "\"\"", 2); /* the script's HTABSection.getDict() */
             } else {
                 int rc = push_object(a, 4, err);
                 if (rc == 0 && s->kind == FERRY_QEMU_KIND_RAM) {
@@ -576,17 +642,25 @@ static int on_field(void *ctx, const FerryQemuField *f, FerryError *err)
     else
         open_entry(a, f->name);
     if (kind == 0)
-        py_str(a->out, a->vbuf);
+        py_str(a->jo, a->vbuf);
     else
-        fputs_unlocked(kind == 1 ? "true" : "false", a->out);
+        out_s(a->jo, kind == 1 ? "true" : "false");
     return 0;
 }
 
 /* ---- summary --------------------------------------------------------------------------- */
 
-static const char *const cmd_names[] = {
-    "", "OPEN_RETURN_PATH", "PING", "POSTCOPY_ADVISE", "POSTCOPY_LISTEN", "POSTCOPY_RUN",
-    "POSTCOPY_RAM_DISCARD", "PACKAGED", "ENABLE_COLO", "POSTCOPY_RESUME", "RECV_BITMAP"};
+static const char *const cmd_names[] = {"",
+                                        "OPEN_RETURN_PATH",
+                                        "PING",
+                                        "POSTCOPY_ADVISE",
+                                        "POSTCOPY_LISTEN",
+                                        "POSTCOPY_RUN",
+                                        "POSTCOPY_RAM_DISCARD",
+                                        "PACKAGED",
+                                        "ENABLE_COLO",
+                                        "POSTCOPY_RESUME",
+                                        "RECV_BITMAP"};
 
 static void human(char *buf, size_t n, uint64_t bytes)
 {
@@ -617,8 +691,9 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
     size_t shown = 0;
     for (size_t i = 0; i < a->n_secs; i++)
         shown += passes(a, a->secs[i].idstr, a->secs[i].id);
-    fprintf(o, "sections: %zu (%zu shown), headers %" PRIu64 ", footers %s (%" PRIu64
-               " matched), undecoded %" PRIu64 "\n",
+    fprintf(o,
+            "sections: %zu (%zu shown), headers %" PRIu64 ", footers %s (%" PRIu64
+            " matched), undecoded %" PRIu64 "\n",
             a->n_secs, shown, in->n_sections, in->footers ? "present" : "absent", in->n_footers,
             in->n_undecoded);
     fprintf(o, "  %5s  %-9s  %6s  %10s  %-10s  %s\n", "id", "kind", "parts", "bytes", "offset",
@@ -627,8 +702,9 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
         SecStat *s = &a->secs[i];
         if (!passes(a, s->idstr, s->id))
             continue;
-        fprintf(o, "  %5" PRIu32 "  %-9s  %6" PRIu32 "  %10" PRIu64 "  0x%-8" PRIx64
-                   "  %s (%" PRIu32 ", v%" PRIu32 ")\n",
+        fprintf(o,
+                "  %5" PRIu32 "  %-9s  %6" PRIu32 "  %10" PRIu64 "  0x%-8" PRIx64 "  %s (%" PRIu32
+                ", v%" PRIu32 ")\n",
                 s->id, kind_name(s->kind), s->headers, s->bytes, s->offset, s->idstr,
                 s->instance_id, s->version_id);
     }
@@ -645,8 +721,10 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
                 "xbzrle", "compressed");
     for (size_t i = 0; i < a->n_blocks; i++) {
         BlockStat *b = &a->blocks[i];
-        fprintf(o, "  %-28s  0x%010" PRIx64 "  %8" PRIu64 "  %8" PRIu64 "  %8" PRIu64 "  %10" PRIu64
-                   "\n", b->name, b->length, b->pages[0], b->pages[1], b->pages[2], b->pages[3]);
+        fprintf(o,
+                "  %-28s  0x%010" PRIx64 "  %8" PRIu64 "  %8" PRIu64 "  %8" PRIu64 "  %10" PRIu64
+                "\n",
+                b->name, b->length, b->pages[0], b->pages[1], b->pages[2], b->pages[3]);
     }
     uint64_t ps = in->page_size;
     fprintf(o, "RAM pages: %" PRIu64 " records", tot[0] + tot[1] + tot[2] + tot[3]);
@@ -750,7 +828,8 @@ static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
         while (a->depth > 0)
             close_object(a);
         close_object(a);
-        fputc('\n', a->out);
+        out_c(a->jo, '\n');
+        out_flush(a->jo);
     }
     if (rc == 0 && a->summary)
         print_summary(a, ferry_qemu_reader_info(r));
@@ -764,9 +843,12 @@ static int analyze_qemu(Analyze *a, const char *name, int fd, unsigned flags)
 static int run_analyze(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"summary", no_argument, NULL, 's'},     {"section", required_argument, NULL, 'S'},
-        {"extract-ram", required_argument, NULL, 'x'}, {"no-vmdesc", no_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"summary", no_argument, NULL, 's'},
+        {"section", required_argument, NULL, 'S'},
+        {"extract-ram", required_argument, NULL, 'x'},
+        {"no-vmdesc", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     Analyze a = {.out = stdout, .zero_fd = -1};
     unsigned flags = 0;
@@ -774,12 +856,24 @@ static int run_analyze(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 's': a.summary = true; break;
-        case 'S': a.section = optarg; break;
-        case 'x': a.extract = optarg; break;
-        case 'n': flags |= FERRY_QEMU_NO_VMDESC; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            a.summary = true;
+            break;
+        case 'S':
+            a.section = optarg;
+            break;
+        case 'x':
+            a.extract = optarg;
+            break;
+        case 'n':
+            flags |= FERRY_QEMU_NO_VMDESC;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     a.json = !a.summary && !a.extract;
@@ -807,8 +901,9 @@ static int run_analyze(int argc, char **argv)
     }
     uint8_t magic[8];
     ssize_t n = pread(fd, magic, sizeof(magic), 0);
-    static char obuf[1 << 20];
-    setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
+    static Out jo;
+    jo.f = stdout;
+    a.jo = &jo;
     int status;
     if (n >= 4 && ferry_qemu_probe(magic, (size_t)n))
         status = analyze_qemu(&a, name, fd, flags);

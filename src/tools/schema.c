@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "schema_check.h"
+#include "schema_dump.h"
 
 typedef struct SchemaSub {
     const char *name;
@@ -15,6 +16,7 @@ typedef struct SchemaSub {
 static const SchemaSub subs[] = {
     {"check", "report what breaks migration between two schemas (QEMU or Ferry)",
      ferry_schema_check_main},
+    {"dump", "write the JSON schema of every device of a machine type", ferry_schema_dump_main},
 };
 
 static void usage(FILE *out)
@@ -45,6 +47,6 @@ static int schema_run(int argc, char **argv)
 
 const FerryCommand ferry_cmd_schema = {
     .name = "schema",
-    .summary = "device-state schemas: check migration compatibility",
+    .summary = "device-state schemas: dump them, check migration compatibility",
     .run = schema_run,
 };

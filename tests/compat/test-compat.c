@@ -169,6 +169,30 @@ static json_t *dump(const char *machine, char **text)
     return j;
 }
 
+/* The full checker (`ferry schema check`, golden -> current) must agree: no error finding. */
+static bool ferry_check(const char *ferry, const char *golden_path, const char *machine)
+{
+    char path[] = "/tmp/ferry-compat-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return false;
+    close(fd);
+    char *argv[] = {"dump", "--machine", (char *)machine, "-o", path, NULL};
+    if (ferry_schema_dump_main(5, argv) != 0) {
+        unlink(path);
+        return false;
+    }
+    char cmd[3072];
+    snprintf(cmd, sizeof(cmd), "'%s' schema check --severity error '%s' '%s'", ferry, golden_path,
+             path);
+    int rc = system(cmd);
+    unlink(path);
+    if (rc != 0)
+        fprintf(stderr, "%s: ferry schema check %s -> current: exit status %d\n", machine,
+                golden_path, rc);
+    return rc == 0;
+}
+
 /* The checker must be able to fail: each mutation of the current dump is caught. */
 static int self_test(const json_t *cur)
 {
@@ -221,8 +245,8 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    if (argc != 2) {
-        fprintf(stderr, "usage: test-compat GOLDEN_DIR | --write-golden DIR\n");
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: test-compat GOLDEN_DIR [FERRY_BINARY] | --write-golden DIR\n");
         return 2;
     }
     int failed = 0;
@@ -249,6 +273,8 @@ int main(int argc, char **argv)
             printf("%s: identical to the golden schema\n", name);
         }
         failed |= self_test(cur);
+        if (argc == 3 && !ferry_check(argv[2], golden_path, name))
+            failed = 1;
         free(text);
         json_decref(golden);
         json_decref(cur);

@@ -1,10 +1,10 @@
 /* libFuzzer harness for the QEMU migration stream reader (src/stream/qemu.c): any input must
  * be accepted or rejected with an error naming an offset, never crash, leak or hang. */
+#include "ferry/stream/qemu.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-#include "ferry/stream/qemu.h"
 
 static int on_page(void *ctx, const FerryQemuPage *p, FerryError *err)
 {

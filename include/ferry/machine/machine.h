@@ -14,6 +14,9 @@
 #include "ferry/machine/runstate.h"
 #include "ferry/state/schema.h"
 
+/* A machine is not thread-safe: the VMM serialises every call on one machine (vCPU port I/O,
+ * QMP commands, migration) under one lock. Callbacks run synchronously inside the call that
+ * caused them, e.g. DEVICE_DELETED inside the guest's port write that released the device. */
 typedef struct FerryMachine FerryMachine;
 
 #define FERRY_MACHINE_MAX_SLOTS 64 /* per resource kind */

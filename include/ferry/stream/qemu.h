@@ -3,21 +3,21 @@
 #ifndef FERRY_STREAM_QEMU_H
 #define FERRY_STREAM_QEMU_H
 
+#include "ferry/error.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ferry/error.h"
-
-#define FERRY_QEMU_MAGIC 0x5145564dU /* "QEVM" */
+#define FERRY_QEMU_MAGIC   0x5145564dU /* "QEVM" */
 #define FERRY_QEMU_VERSION 3U
 
 /* Upper bounds applied to lengths read from a stream before anything is allocated. */
-#define FERRY_QEMU_MAX_VMDESC (64u << 20)     /* vmdesc JSON trailer */
-#define FERRY_QEMU_MAX_FIELD (64u << 20)      /* one device field element */
-#define FERRY_QEMU_MAX_RAM_BLOCKS 4096u       /* entries of the MEM_SIZE block list */
-#define FERRY_QEMU_MAX_PAGE_SIZE (1u << 20)   /* target page size */
-#define FERRY_QEMU_MAX_MACHINE_NAME 1024u     /* configuration section machine name */
+#define FERRY_QEMU_MAX_VMDESC       (64u << 20) /* vmdesc JSON trailer */
+#define FERRY_QEMU_MAX_FIELD        (64u << 20) /* one device field element */
+#define FERRY_QEMU_MAX_RAM_BLOCKS   4096u       /* entries of the MEM_SIZE block list */
+#define FERRY_QEMU_MAX_PAGE_SIZE    (1u << 20)  /* target page size */
+#define FERRY_QEMU_MAX_MACHINE_NAME 1024u       /* configuration section machine name */
 
 /* Section type bytes (qemu-reference.md §1.2). */
 enum {
@@ -43,7 +43,7 @@ typedef enum FerryQemuKind {
 
 /* One section header (START/PART/END/FULL). Strings are borrowed for the callback's duration. */
 typedef struct FerryQemuSection {
-    uint8_t type;         /* FERRY_QEMU_START .. FERRY_QEMU_FULL */
+    uint8_t type; /* FERRY_QEMU_START .. FERRY_QEMU_FULL */
     uint32_t section_id;
     const char *idstr;    /* PART/END: the idstr of the matching START */
     uint32_t instance_id; /* unsigned: spapr_iommu uses 0x80000000 */
@@ -57,10 +57,10 @@ typedef struct FerryQemuSection {
 } FerryQemuSection;
 
 typedef struct FerryQemuConfig {
-    const char *machine;        /* MachineClass name, e.g. "pc-q35-7.2" */
-    uint32_t target_page_bits;  /* 0 when the subsection is absent */
+    const char *machine;       /* MachineClass name, e.g. "pc-q35-7.2" */
+    uint32_t target_page_bits; /* 0 when the subsection is absent */
     size_t n_caps;
-    const char *const *caps;    /* validated capabilities, e.g. "x-ignore-shared" */
+    const char *const *caps; /* validated capabilities, e.g. "x-ignore-shared" */
     bool has_uuid;
     uint8_t uuid[16];
     uint64_t offset;
@@ -101,22 +101,25 @@ typedef struct FerryQemuPage {
 
 /* A described device field element. */
 typedef struct FerryQemuField {
-    const char *name;  /* vmdesc field name */
-    const char *type;  /* vmdesc type ("uint32", "pci config", ...) */
-    int64_t index;     /* element index, -1 for a scalar */
+    const char *name; /* vmdesc field name */
+    const char *type; /* vmdesc type ("uint32", "pci config", ...) */
+    int64_t index;    /* element index, -1 for a scalar */
     const uint8_t *data;
     size_t size;
     uint64_t offset;
 } FerryQemuField;
 
-typedef enum FerryQemuNodeKind { FERRY_QEMU_NODE_STRUCT, FERRY_QEMU_NODE_SUBSECTION } FerryQemuNodeKind;
+typedef enum FerryQemuNodeKind {
+    FERRY_QEMU_NODE_STRUCT,
+    FERRY_QEMU_NODE_SUBSECTION
+} FerryQemuNodeKind;
 
 /* A nested struct field element or a subsection; closed by node_end. */
 typedef struct FerryQemuNode {
     FerryQemuNodeKind kind;
-    const char *name;  /* field name, or the subsection name read from the stream */
-    int64_t index;     /* struct element index, -1 for a scalar or a subsection */
-    uint32_t version;  /* subsection version */
+    const char *name; /* field name, or the subsection name read from the stream */
+    int64_t index;    /* struct element index, -1 for a scalar or a subsection */
+    uint32_t version; /* subsection version */
     uint64_t offset;
 } FerryQemuNode;
 
@@ -136,20 +139,20 @@ typedef struct FerryQemuVisitor {
 
 /* Facts gathered by a walk, valid after ferry_qemu_reader_run (borrowed from the reader). */
 typedef struct FerryQemuInfo {
-    const char *machine;   /* NULL without a configuration section */
+    const char *machine; /* NULL without a configuration section */
     uint32_t page_size;
     bool page_size_from_vmdesc;
-    bool has_vmdesc;       /* trailer located, parsed and used to decode devices */
+    bool has_vmdesc;        /* trailer located, parsed and used to decode devices */
     uint64_t vmdesc_offset; /* of the 0x06 byte */
     uint32_t vmdesc_len;
     size_t vmdesc_devices;
-    bool footers;          /* sections carry footers */
-    uint64_t n_sections;   /* section headers read (START/PART/END/FULL) */
-    uint64_t n_footers;    /* footers matched */
-    uint64_t n_undecoded;  /* sections framed by footer resync */
+    bool footers;         /* sections carry footers */
+    uint64_t n_sections;  /* section headers read (START/PART/END/FULL) */
+    uint64_t n_footers;   /* footers matched */
+    uint64_t n_undecoded; /* sections framed by footer resync */
     uint64_t n_commands;
-    uint64_t eof_offset;   /* of the 0x00 EOF byte */
-    uint64_t size;         /* bytes consumed in total */
+    uint64_t eof_offset; /* of the 0x00 EOF byte */
+    uint64_t size;       /* bytes consumed in total */
 } FerryQemuInfo;
 
 typedef struct FerryQemuReader FerryQemuReader;

@@ -330,7 +330,9 @@ static void test_malformed_requests(void **state)
     send_str(c, "nonsense ");
     expect_error(c, "GenericError", "JSON parse error");
     send_str(c, "}");
-    expect_error(c, "GenericError", "JSON parse error, stray '}'");
+    expect_error(c, "GenericError", "JSON parse error, expecting value");
+    send_str(c, "{\"execute\": \"query-version\", \"id\": 1, \"id\": 2}");
+    expect_error(c, "GenericError", "JSON parse error, duplicate");
     send_str(c, "{\"arguments\": {}}");
     expect_error(c, "GenericError", "QMP input lacks member 'execute'");
     send_str(c, "{\"execute\": [\"stop\"]}");
@@ -514,7 +516,7 @@ static void test_binary_garbage_and_reset(void **state)
     /* A half-sent request abandoned with a control byte. */
     send_str(c, "{\"execute\": \"x-counter-add\", \"argu");
     send_str(c, "\x1b");
-    expect_error(c, "GenericError", "JSON parse error, invalid byte 0x1b");
+    expect_error(c, "GenericError", "JSON parse error, stray '\x1b'");
     send_str(c, "{\"execute\": \"query-version\", \"id\": 5}");
     json_t *msg = recv_msg(c);
     assert_int_equal(json_integer_value(json_object_get(msg, "id")), 5);

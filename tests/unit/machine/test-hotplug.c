@@ -48,7 +48,9 @@ static void register_map(void **state)
     assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_REG_MAGIC, 2), 0xffff);
     assert_int_equal(ferry_hotplug_io_read(m, 0x01, 4), 0xffffffffu);
     assert_int_equal(ferry_hotplug_io_read(m, 0x7e, 4), 0xffffffffu);
-    assert_int_equal(ferry_hotplug_io_read(m, 0x200, 1), 0xffffffffu);
+    assert_int_equal(ferry_hotplug_io_read(m, 0x200, 1), 0xff);
+    assert_int_equal(ferry_hotplug_io_read(m, 0x7f, 1), 0); /* last window byte */
+    assert_int_equal(ferry_hotplug_io_read(m, 0x00, 3), 0xffffffffu);
     assert_int_equal(ferry_hotplug_io_read(m, 0x30, 4), 0xffffffffu);
     ferry_hotplug_io_write(m, FERRY_HP_REG_SELECTOR, 2, 7);
     assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_REG_SELECTOR, 4), 0);

@@ -358,6 +358,68 @@ static void registry_round_trip(void **state)
     ferry_machine_free(dst);
 }
 
+
+/* Loaded connector state is outside input: impossible or hostile values are refused with the
+ * connector named, before any guest command can act on them. */
+static int load_conn(FerryMachine *dst, const uint8_t *payload, size_t len, FerryError *err)
+{
+    FerryRegistry *rd = ferry_machine_registry(dst, err);
+    void *obj;
+    const FerryDesc *d = ferry_registry_find(rd, "connector", 0x30000001, &obj);
+    FerryIO *r = ferry_io_mem_reader(payload, len);
+    int rc = ferry_state_load(d, obj, r, d->version, NULL, err);
+    ferry_io_destroy(r);
+    ferry_registry_free(rd);
+    return rc;
+}
+
+static void hostile_connector_state(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    FerryMachine *src = mk("ferry-2.0", false);
+    add_ok(src, "card,id=c1,slot=1");
+    FerryRegistry *rs = ferry_machine_registry(src, &err);
+    void *obj;
+    const FerryDesc *d = ferry_registry_find(rs, "connector", 0x30000001, &obj);
+    FerryIO *w = ferry_io_mem_writer();
+    assert_int_equal(ferry_state_save(d, obj, w, &err), 0);
+    size_t len;
+    uint8_t payload[64];
+    const uint8_t *bytes = ferry_io_mem_data(w, &len);
+    assert_true(len <= sizeof(payload));
+    memcpy(payload, bytes, len);
+    ferry_io_destroy(w);
+    ferry_registry_free(rs);
+    assert_true(len > 8);
+
+    /* the destination has no device in that slot: a configured state cannot be accepted */
+    FerryMachine *dst = mk("ferry-2.0", true);
+    assert_true(load_conn(dst, payload, len, &err) < 0);
+    assert_non_null(strstr(err.msg, "connector 0x30000001: state configured on the source but "
+                                    "no device on the destination"));
+    add_ok(dst, "card,id=c1,slot=1");
+    assert_int_equal(load_conn(dst, payload, len, &err), 0);
+    /* find the state (u32 4 = configured) after the index in the payload and corrupt it */
+    size_t at = 0;
+    for (size_t i = 0; i + 8 <= len; i++)
+        if (!memcmp(payload + i, "\x01\x00\x00\x30\x04\x00\x00\x00", 8))
+            at = i + 4;
+    assert_true(at > 0);
+    payload[at] = 7;
+    assert_true(load_conn(dst, payload, len, &err) < 0);
+    assert_non_null(strstr(err.msg, "connector 0x30000001: invalid state 7"));
+    payload[at] = 1; /* unusable ... */
+    payload[len - 1] = 0; payload[len - 2] = 0; payload[len - 3] = 0; payload[len - 4] = 0;
+    assert_int_equal(load_conn(dst, payload, len, &err), 0);
+    /* the index must match the instance */
+    payload[at - 1] = 0x20;
+    assert_true(load_conn(dst, payload, len, &err) < 0);
+    assert_non_null(strstr(err.msg, "stream carries index 0x20000001"));
+    ferry_machine_free(src);
+    ferry_machine_free(dst);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +427,7 @@ int main(void)
         cmocka_unit_test(plug_modes),          cmocka_unit_test(unplug_and_replug),
         cmocka_unit_test(reset_rules),         cmocka_unit_test(inventory_compare),
         cmocka_unit_test(clone_equal_hash),    cmocka_unit_test(registry_round_trip),
+        cmocka_unit_test(hostile_connector_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

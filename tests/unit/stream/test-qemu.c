@@ -1,5 +1,7 @@
 /* Unit tests of the QEMU stream reader on hand-built byte sequences: every record kind, each
  * command, the vmdesc quirks, footer resync, and truncation at every byte. */
+/* cmocka.h needs setjmp.h, stdarg.h and stddef.h before it. */
+// clang-format off
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,7 @@
 #include <cmocka.h>
 
 #include "ferry/stream/qemu.h"
+// clang-format on
 
 /* ---- byte builder ---------------------------------------------------------------------- */
 
@@ -20,15 +23,39 @@ typedef struct Buf {
     size_t n;
 } Buf;
 
-static void u8(Buf *b, uint8_t v) { b->d[b->n++] = v; }
-static void be16(Buf *b, uint16_t v) { u8(b, v >> 8), u8(b, v & 0xff); }
-static void be32(Buf *b, uint32_t v) { be16(b, v >> 16), be16(b, v & 0xffff); }
-static void be64(Buf *b, uint64_t v) { be32(b, v >> 32), be32(b, (uint32_t)v); }
-static void bytes(Buf *b, const void *p, size_t n) { memcpy(b->d + b->n, p, n), b->n += n; }
-static void fill(Buf *b, uint8_t v, size_t n) { memset(b->d + b->n, v, n), b->n += n; }
-static void sstr(Buf *b, const char *s) { u8(b, (uint8_t)strlen(s)), bytes(b, s, strlen(s)); }
+static void u8(Buf *b, uint8_t v)
+{
+    b->d[b->n++] = v;
+}
+static void be16(Buf *b, uint16_t v)
+{
+    u8(b, v >> 8), u8(b, v & 0xff);
+}
+static void be32(Buf *b, uint32_t v)
+{
+    be16(b, v >> 16), be16(b, v & 0xffff);
+}
+static void be64(Buf *b, uint64_t v)
+{
+    be32(b, v >> 32), be32(b, (uint32_t)v);
+}
+static void bytes(Buf *b, const void *p, size_t n)
+{
+    memcpy(b->d + b->n, p, n), b->n += n;
+}
+static void fill(Buf *b, uint8_t v, size_t n)
+{
+    memset(b->d + b->n, v, n), b->n += n;
+}
+static void sstr(Buf *b, const char *s)
+{
+    u8(b, (uint8_t)strlen(s)), bytes(b, s, strlen(s));
+}
 
-static void header(Buf *b) { be32(b, 0x5145564d), be32(b, 3); }
+static void header(Buf *b)
+{
+    be32(b, 0x5145564d), be32(b, 3);
+}
 
 /* Configuration with 512-byte target pages so RAM vectors stay small. */
 static void config(Buf *b, const char *machine)
@@ -47,7 +74,10 @@ static void start(Buf *b, uint32_t id, const char *idstr, uint32_t inst, uint32_
     u8(b, 0x01), be32(b, id), sstr(b, idstr), be32(b, inst), be32(b, ver);
 }
 
-static void footer(Buf *b, uint32_t id) { u8(b, 0x7e), be32(b, id); }
+static void footer(Buf *b, uint32_t id)
+{
+    u8(b, 0x7e), be32(b, id);
+}
 
 static void vmdesc(Buf *b, const char *json)
 {
@@ -196,21 +226,21 @@ static size_t build_full_stream(Buf *b)
     header(b);
     config(b, "pc-q35-7.2");
     ram_start(b);
-    u8(b, 0x02), be32(b, 2); /* PART */
-    be64(b, 0x000 | 0x08), sstr(b, "a"), fill(b, 0xaa, 512);        /* PAGE */
-    be64(b, 0x200 | 0x02 | 0x20), u8(b, 0);                       /* ZERO|CONTINUE */
-    be64(b, 0x000 | 0x40), sstr(b, "b"), u8(b, 1), be16(b, 3);     /* XBZRLE: zrun 1, nzrun 1 */
+    u8(b, 0x02), be32(b, 2);                                   /* PART */
+    be64(b, 0x000 | 0x08), sstr(b, "a"), fill(b, 0xaa, 512);   /* PAGE */
+    be64(b, 0x200 | 0x02 | 0x20), u8(b, 0);                    /* ZERO|CONTINUE */
+    be64(b, 0x000 | 0x40), sstr(b, "b"), u8(b, 1), be16(b, 3); /* XBZRLE: zrun 1, nzrun 1 */
     u8(b, 1), u8(b, 1), u8(b, 0x55);
-    static const uint8_t z[] = {0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x23, 0x00, 0x00, 0x02, 0x00,
-                                0x00, 0x01};
+    static const uint8_t z[] = {0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x23,
+                                0x00, 0x00, 0x02, 0x00, 0x00, 0x01};
     be64(b, 0x200 | 0x100), sstr(b, "a"), be32(b, sizeof(z)), bytes(b, z, sizeof(z)); /* COMPRESS */
     be64(b, 0x10);
     footer(b, 2);
     full(b, 3, "dev", 0x80000000u, 2);
-    be32(b, 0x01020304);                     /* u32 */
-    u8(b, 1);                                /* bool */
-    be16(b, 0xfffe), be16(b, 7);             /* arr[2] int16 */
-    u8(b, 9);                                /* st.x */
+    be32(b, 0x01020304);         /* u32 */
+    u8(b, 1);                    /* bool */
+    be16(b, 0xfffe), be16(b, 7); /* arr[2] int16 */
+    u8(b, 9);                    /* st.x */
     u8(b, 0x05), sstr(b, "dev/sub"), be32(b, 1), u8(b, 0x42);
     footer(b, 3);
     size_t eof = b->n;
@@ -236,30 +266,29 @@ static void test_full_stream(void **state)
     build_full_stream(&b);
     Log log;
     expect_ok(&b, 0, &log);
-    assert_string_equal(log.s,
-                        "config pc-q35-7.2 bits 9 caps 0 uuid 0\n"
-                        "section 1 ram id 2 inst 0 v4 ram\n"
-                        "block a 0x400 addr 0xffffffffffffffff\n"
-                        "block b 0x200 addr 0xffffffffffffffff\n"
-                        "end 2 payload 0x50+36 footer 1\n"
-                        "section 2 ram id 2 inst 0 v4 ram\n"
-                        "page a 0x0 normal len 512 first aa\n"
-                        "page a 0x200 zero len 0 first 00\n"
-                        "page b 0x0 xbzrle len 3 first 01\n"
-                        "page a 0x200 compressed len 13 first 78\n"
-                        "end 2 payload 0x7e+582 footer 1\n"
-                        "section 4 dev id 3 inst 2147483648 v2 device\n"
-                        "field u[-1] uint32: 01 02 03 04\n"
-                        "field flag[-1] bool: 01\n"
-                        "field arr[0] int16: ff fe\n"
-                        "field arr[1] int16: 00 07\n"
-                        "struct st[-1] {\n"
-                        "field x[-1] uint8: 09\n"
-                        "}\n"
-                        "sub dev/sub[-1] {\n"
-                        "field y[-1] uint8: 42\n"
-                        "}\n"
-                        "end 3 payload 0x2da+24 footer 1\n");
+    assert_string_equal(log.s, "config pc-q35-7.2 bits 9 caps 0 uuid 0\n"
+                               "section 1 ram id 2 inst 0 v4 ram\n"
+                               "block a 0x400 addr 0xffffffffffffffff\n"
+                               "block b 0x200 addr 0xffffffffffffffff\n"
+                               "end 2 payload 0x50+36 footer 1\n"
+                               "section 2 ram id 2 inst 0 v4 ram\n"
+                               "page a 0x0 normal len 512 first aa\n"
+                               "page a 0x200 zero len 0 first 00\n"
+                               "page b 0x0 xbzrle len 3 first 01\n"
+                               "page a 0x200 compressed len 13 first 78\n"
+                               "end 2 payload 0x7e+582 footer 1\n"
+                               "section 4 dev id 3 inst 2147483648 v2 device\n"
+                               "field u[-1] uint32: 01 02 03 04\n"
+                               "field flag[-1] bool: 01\n"
+                               "field arr[0] int16: ff fe\n"
+                               "field arr[1] int16: 00 07\n"
+                               "struct st[-1] {\n"
+                               "field x[-1] uint8: 09\n"
+                               "}\n"
+                               "sub dev/sub[-1] {\n"
+                               "field y[-1] uint8: 42\n"
+                               "}\n"
+                               "end 3 payload 0x2da+24 footer 1\n");
 }
 
 /* Every proper prefix fails with an offset, except the one ending right after EOF (a valid
@@ -378,23 +407,24 @@ static void test_commands(void **state)
     static Buf b;
     b.n = 0;
     header(&b);
-    u8(&b, 0x08), be16(&b, 1), be16(&b, 0);                          /* OPEN_RETURN_PATH */
-    u8(&b, 0x08), be16(&b, 2), be16(&b, 4), be32(&b, 1);             /* PING */
+    u8(&b, 0x08), be16(&b, 1), be16(&b, 0);              /* OPEN_RETURN_PATH */
+    u8(&b, 0x08), be16(&b, 2), be16(&b, 4), be32(&b, 1); /* PING */
     u8(&b, 0x08), be16(&b, 3), be16(&b, 16), be64(&b, 0x1000), be64(&b, 4096); /* ADVISE */
-    u8(&b, 0x08), be16(&b, 6), be16(&b, 3 + 1 + 16);                 /* RAM_DISCARD */
+    u8(&b, 0x08), be16(&b, 6), be16(&b, 3 + 1 + 16);                           /* RAM_DISCARD */
     u8(&b, 0), sstr(&b, "a"), u8(&b, 0), be64(&b, 0), be64(&b, 1);
-    u8(&b, 0x08), be16(&b, 10), be16(&b, 2), sstr(&b, "a");          /* RECV_BITMAP */
+    u8(&b, 0x08), be16(&b, 10), be16(&b, 2), sstr(&b, "a");           /* RECV_BITMAP */
     u8(&b, 0x08), be16(&b, 7), be16(&b, 4), be32(&b, 5 + 15 + 5 + 5); /* PACKAGED */
-    u8(&b, 0x08), be16(&b, 4), be16(&b, 0);                          /*   LISTEN */
-    full(&b, 3, "d", 0, 1), footer(&b, 3);                           /*   FULL */
-    u8(&b, 0x08), be16(&b, 5), be16(&b, 0);                          /*   RUN */
+    u8(&b, 0x08), be16(&b, 4), be16(&b, 0);                           /*   LISTEN */
+    full(&b, 3, "d", 0, 1), footer(&b, 3);                            /*   FULL */
+    u8(&b, 0x08), be16(&b, 5), be16(&b, 0);                           /*   RUN */
     u8(&b, 0);
     Log log;
     expect_ok(&b, 0, &log);
-    assert_string_equal(log.s, "cmd 1 len 0\ncmd 2 len 4\ncmd 3 len 16\ncmd 6 len 20\n"
-                               "cmd 10 len 2\ncmd 7 len 4\ncmd 4 len 0\n"
-                               "section 4 d id 3 inst 0 v1 undecoded\nend 3 payload 0x68+0 footer 1\n"
-                               "cmd 5 len 0\n");
+    assert_string_equal(log.s,
+                        "cmd 1 len 0\ncmd 2 len 4\ncmd 3 len 16\ncmd 6 len 20\n"
+                        "cmd 10 len 2\ncmd 7 len 4\ncmd 4 len 0\n"
+                        "section 4 d id 3 inst 0 v1 undecoded\nend 3 payload 0x68+0 footer 1\n"
+                        "cmd 5 len 0\n");
 
     b.n = 0;
     header(&b), u8(&b, 0x08), be16(&b, 2), be16(&b, 3), fill(&b, 0, 3), u8(&b, 0);
@@ -471,7 +501,8 @@ static void test_trailer_after_ram_bytes(void **state)
     header(&b);
     config(&b, "m");
     start(&b, 2, "ram", 0, 4), be64(&b, 512 | 0x04), sstr(&b, "a"), be64(&b, 512);
-    be64(&b, 0x08), sstr(&b, "a"), fill(&b, 0, 500), u8(&b, 0), u8(&b, 6), be32(&b, 7), fill(&b, '{', 6);
+    be64(&b, 0x08), sstr(&b, "a"), fill(&b, 0, 500), u8(&b, 0), u8(&b, 6), be32(&b, 7),
+        fill(&b, '{', 6);
     be64(&b, 0x10), footer(&b, 2);
     full(&b, 3, "d", 0, 1), u8(&b, 0x7e), footer(&b, 3);
     u8(&b, 0);
