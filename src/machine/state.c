@@ -207,10 +207,6 @@ static int conn_validate(const FerryConnector *c, FerryError *err)
                                    c->unplug_requested ? " with unplug requested" : "");
         return 0;
     }
-    /* unreachable on a source: an unplug of an unallocated device completes at once */
-    if (c->unplug_requested && c->state == FERRY_CONN_UNUSABLE)
-        return ferry_error_set(err, -EINVAL, "connector 0x%08x: unplug requested in state unusable",
-                               c->index);
     if (c->cc_pos && c->state != FERRY_CONN_UNISOLATE && c->state != FERRY_CONN_CONFIGURED)
         return ferry_error_set(err, -EINVAL,
                                "connector 0x%08x: configure session in state %s", c->index,
@@ -516,6 +512,24 @@ int ferry_machine_incoming_finish(FerryMachine *m, FerryError *err)
         int rc = conn_validate(&m->conn[i], err);
         if (rc < 0)
             return rc;
+    }
+    /* An unplug of a device the guest never allocated is pending only while the guest has its
+     * remove event to fetch (the fetch completes it: hotplug.c); without one nothing would. */
+    for (uint32_t i = 0; i < m->nconn; i++) {
+        const FerryConnector *c = &m->conn[i];
+        if (!c->dev || !c->unplug_requested || c->state != FERRY_CONN_UNUSABLE)
+            continue;
+        bool queued = false;
+        FERRY_LIST_FOREACH(&m->hp.events, l)
+        {
+            const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+            queued |= e->index == c->index && e->action == FERRY_HP_ACTION_REMOVE;
+        }
+        if (!queued)
+            return ferry_error_set(err, -EINVAL,
+                                   "connector 0x%08x: unplug requested in state unusable without "
+                                   "a queued remove event",
+                                   c->index);
     }
     FERRY_LIST_FOREACH(&m->hp.events, l)
     {
