@@ -1,5 +1,9 @@
 /* The explorer's engine: actions on a source machine and its guest model, the switchover into a
  * destination built three ways, the invariants, and BFS/DFS over states deduplicated by hash. */
+#include "ferry/machine/guest.h"
+#include "ferry/machine/hotplug-regs.h"
+#include "ferry/machine/inventory.h"
+#include "ferry/stream/stream.h"
 #include "ferry/tools/explore.h"
 
 #include <errno.h>
@@ -8,12 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ferry/machine/guest.h"
-#include "ferry/machine/hotplug-regs.h"
-#include "ferry/machine/inventory.h"
-#include "ferry/stream/stream.h"
-
-#define MAX_SLOTS 8
+#define MAX_SLOTS     8
 #define QUIESCE_STEPS 400 /* a guest that takes more is livelocked (a violation) */
 
 /* ---- actions ---- */
@@ -38,18 +37,24 @@ typedef struct Action {
 } Action;
 
 static const char *const act_names[ACT__COUNT] = {
-    [ACT_CONT] = "cont",       [ACT_STOP] = "stop",       [ACT_ADD] = "add",         [ACT_DEL] = "del",
-    [ACT_GUEST] = "guest",     [ACT_RESET] = "reset",     [ACT_MIGRATE] = "migrate",
-    [ACT_CANCEL] = "cancel",   [ACT_CUT] = "cut",         [ACT_SWITCHOVER] = "switchover",
+    [ACT_CONT] = "cont",       [ACT_STOP] = "stop",
+    [ACT_ADD] = "add",         [ACT_DEL] = "del",
+    [ACT_GUEST] = "guest",     [ACT_RESET] = "reset",
+    [ACT_MIGRATE] = "migrate", [ACT_CANCEL] = "cancel",
+    [ACT_CUT] = "cut",         [ACT_SWITCHOVER] = "switchover",
 };
 
 static const char *dst_name(uint32_t v)
 {
     switch (v) {
-    case FERRY_EXPLORE_DST_CMDLINE: return "cmdline";
-    case FERRY_EXPLORE_DST_ADD: return "add";
-    case FERRY_EXPLORE_DST_STALE: return "stale";
-    default: return "?";
+    case FERRY_EXPLORE_DST_CMDLINE:
+        return "cmdline";
+    case FERRY_EXPLORE_DST_ADD:
+        return "add";
+    case FERRY_EXPLORE_DST_STALE:
+        return "stale";
+    default:
+        return "?";
     }
 }
 
@@ -73,7 +78,7 @@ typedef struct World {
 typedef struct Ctx {
     FerryExploreConfig cfg;
     FerryExploreResult *res;
-    FILE *log; /* replay narration */
+    FILE *log;                     /* replay narration */
     char msg[FERRY_ERROR_MSG_MAX]; /* the violation of the action being checked */
     bool violated;
 } Ctx;
@@ -120,14 +125,24 @@ static bool violate(Ctx *c, const char *fmt, ...)
     return false;
 }
 
-static void card_id(uint32_t slot, char *buf, size_t len) { snprintf(buf, len, "c%u", slot); }
+static void card_id(uint32_t slot, char *buf, size_t len)
+{
+    snprintf(buf, len, "c%u", slot);
+}
 
-static uint32_t card_index(uint32_t slot) { return FERRY_CONN_INDEX(FERRY_CONN_SLOT, slot); }
+static uint32_t card_index(uint32_t slot)
+{
+    return FERRY_CONN_INDEX(FERRY_CONN_SLOT, slot);
+}
 
 static FerryMachine *machine_new(const Ctx *c, bool incoming, FerryError *err)
 {
-    FerryMachineConfig mc = {.type = c->cfg.machine_type, .cpu_slots = 1, .boot_cpus = 1,
-                             .mem_slots = 1, .card_slots = c->cfg.slots, .incoming = incoming};
+    FerryMachineConfig mc = {.type = c->cfg.machine_type,
+                             .cpu_slots = 1,
+                             .boot_cpus = 1,
+                             .mem_slots = 1,
+                             .card_slots = c->cfg.slots,
+                             .incoming = incoming};
     FerryMachine *m = ferry_machine_new(&mc, err);
     if (m)
         ferry_machine_set_policy(m, &c->cfg.policy);
@@ -164,8 +179,8 @@ static int conn_pos(const FerryMachine *m, uint32_t index)
 
 /* "Never doubled": a resource the guest already holds must not be listed at boot or configured
  * again, and an add event for it is a duplicate. A failed command is a protocol violation. */
-static bool check_guest_log(Ctx *c, const char *side, const FerryMachine *m,
-                            const FerryGuest *g, uint64_t had)
+static bool check_guest_log(Ctx *c, const char *side, const FerryMachine *m, const FerryGuest *g,
+                            uint64_t had)
 {
     for (size_t i = 0; i < ferry_guest_log_count(g); i++) {
         const FerryGuestObs *o = ferry_guest_log_at(g, i);
@@ -173,16 +188,20 @@ static bool check_guest_log(Ctx *c, const char *side, const FerryMachine *m,
         bool held = pos >= 0 && (had >> pos & 1);
         switch (o->kind) {
         case FERRY_GUEST_OBS_DUPLICATE:
-            return violate(c, "%s guest: add event for connector 0x%08x, which it already holds "
-                              "(doubled)", side, o->index);
+            return violate(c,
+                           "%s guest: add event for connector 0x%08x, which it already holds "
+                           "(doubled)",
+                           side, o->index);
         case FERRY_GUEST_OBS_ERROR:
             return violate(c, "%s guest: command %u on connector 0x%08x failed with status %u",
                            side, o->a, o->index, o->b);
         case FERRY_GUEST_OBS_BOOT:
         case FERRY_GUEST_OBS_CONFIGURED:
             if (held)
-                return violate(c, "%s guest: connector 0x%08x %s although the guest already "
-                                  "holds it (doubled)", side, o->index,
+                return violate(c,
+                               "%s guest: connector 0x%08x %s although the guest already "
+                               "holds it (doubled)",
+                               side, o->index,
                                o->kind == FERRY_GUEST_OBS_BOOT ? "listed at boot"
                                                                : "configured again");
             if (pos >= 0)
@@ -274,28 +293,36 @@ static bool check_quiescent(Ctx *c, const char *side, const World *w)
         bool held = ferry_guest_has(w->g, ci.index);
         if (ci.device_id) {
             if (ci.unplug_requested)
-                return violate(c, "%s at quiescence: unplug of '%s' (connector 0x%08x) never "
-                                  "completed (remove event lost)", side, ci.device_id, ci.index);
+                return violate(c,
+                               "%s at quiescence: unplug of '%s' (connector 0x%08x) never "
+                               "completed (remove event lost)",
+                               side, ci.device_id, ci.index);
             if (ci.state != FERRY_CONN_CONFIGURED)
-                return violate(c, "%s at quiescence: '%s' (connector 0x%08x) is plugged but "
-                                  "%s, never configured by the guest (event lost)", side,
-                               ci.device_id, ci.index, ferry_connector_state_name(ci.state));
+                return violate(c,
+                               "%s at quiescence: '%s' (connector 0x%08x) is plugged but "
+                               "%s, never configured by the guest (event lost)",
+                               side, ci.device_id, ci.index, ferry_connector_state_name(ci.state));
             if (!held)
-                return violate(c, "%s at quiescence: '%s' (connector 0x%08x) is configured on "
-                                  "the host but unknown to the guest", side, ci.device_id,
-                               ci.index);
+                return violate(c,
+                               "%s at quiescence: '%s' (connector 0x%08x) is configured on "
+                               "the host but unknown to the guest",
+                               side, ci.device_id, ci.index);
         } else {
             if (held)
-                return violate(c, "%s at quiescence: the guest still uses connector 0x%08x, "
-                                  "which has no device", side, ci.index);
+                return violate(c,
+                               "%s at quiescence: the guest still uses connector 0x%08x, "
+                               "which has no device",
+                               side, ci.index);
             if (ci.state != FERRY_CONN_UNUSABLE)
-                return violate(c, "%s at quiescence: empty connector 0x%08x is %s", side,
-                               ci.index, ferry_connector_state_name(ci.state));
+                return violate(c, "%s at quiescence: empty connector 0x%08x is %s", side, ci.index,
+                               ferry_connector_state_name(ci.state));
         }
     }
     if (ferry_machine_event_count(m))
-        return violate(c, "%s at quiescence: %zu event(s) still queued (the guest was never "
-                          "notified)", side, ferry_machine_event_count(m));
+        return violate(c,
+                       "%s at quiescence: %zu event(s) still queued (the guest was never "
+                       "notified)",
+                       side, ferry_machine_event_count(m));
     if (ferry_guest_busy(w->g))
         return violate(c, "%s at quiescence: the guest is stuck mid-job", side);
     return true;
@@ -351,9 +378,10 @@ static bool check_same(Ctx *c, const FerryMachine *a, const FerryMachine *b)
         if (x.state != y.state || x.unplug_requested != y.unplug_requested ||
             x.session_pos != y.session_pos || !x.device_id != !y.device_id ||
             (x.device_id && strcmp(x.device_id, y.device_id)))
-            return violate(c, "after switchover: connector 0x%08x differs: source %s%s session "
-                              "%u device %s, destination %s%s session %u device %s", x.index,
-                           ferry_connector_state_name(x.state),
+            return violate(c,
+                           "after switchover: connector 0x%08x differs: source %s%s session "
+                           "%u device %s, destination %s%s session %u device %s",
+                           x.index, ferry_connector_state_name(x.state),
                            x.unplug_requested ? " unplug-requested" : "", x.session_pos,
                            x.device_id ? x.device_id : "-", ferry_connector_state_name(y.state),
                            y.unplug_requested ? " unplug-requested" : "", y.session_pos,
@@ -382,9 +410,10 @@ static bool check_same(Ctx *c, const FerryMachine *a, const FerryMachine *b)
             if (hy)
                 snprintf(ey, sizeof(ey), "%s 0x%08x",
                          y.action == FERRY_HP_ACTION_REMOVE ? "remove" : "add", y.index);
-            return violate(c, "after switchover: event queues differ at position %zu: source "
-                              "%s, destination %s (source %zu event(s), destination %zu)", i,
-                           ex, ey, na, nb);
+            return violate(c,
+                           "after switchover: event queues differ at position %zu: source "
+                           "%s, destination %s (source %zu event(s), destination %zu)",
+                           i, ex, ey, na, nb);
         }
     }
     if (ferry_machine_guest_ready(a) != ferry_machine_guest_ready(b))
@@ -424,9 +453,14 @@ static FerryMachine *build_destination(Ctx *c, const FerryMachine *src, uint32_t
     for (size_t i = 0; i < n; i++)
         argv[i] = opts[i];
     if (variant == FERRY_EXPLORE_DST_CMDLINE) {
-        FerryMachineConfig mc = {.type = c->cfg.machine_type, .cpu_slots = 1, .boot_cpus = 1,
-                                 .mem_slots = 1, .card_slots = c->cfg.slots, .incoming = true,
-                                 .devices = argv, .ndevices = n};
+        FerryMachineConfig mc = {.type = c->cfg.machine_type,
+                                 .cpu_slots = 1,
+                                 .boot_cpus = 1,
+                                 .mem_slots = 1,
+                                 .card_slots = c->cfg.slots,
+                                 .incoming = true,
+                                 .devices = argv,
+                                 .ndevices = n};
         FerryMachine *d = ferry_machine_new(&mc, err);
         if (d)
             ferry_machine_set_policy(d, &c->cfg.policy);
@@ -1160,8 +1194,8 @@ static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *e
                 if (n == 2 && !strcmp(arg, dst_name(v)))
                     a->arg = v;
             if (!a->arg)
-                return ferry_error_set(err, -EINVAL,
-                                       "'%s': switchover needs cmdline, add or stale", text);
+                return ferry_error_set(err, -EINVAL, "'%s': switchover needs cmdline, add or stale",
+                                       text);
         } else if (n == 2) {
             return ferry_error_set(err, -EINVAL, "'%s': %s takes no argument", text, name);
         }
@@ -1169,7 +1203,8 @@ static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *e
     }
     return ferry_error_set(err, -EINVAL,
                            "unknown action '%s' (cont, stop, add N, del N, guest, reset, "
-                           "migrate, cancel, cut, switchover cmdline|add|stale)", name);
+                           "migrate, cancel, cut, switchover cmdline|add|stale)",
+                           name);
 }
 
 int ferry_explore_replay(const FerryExploreConfig *cfg, const char *trace, FILE *log,

@@ -1,13 +1,14 @@
 /* ferry explore: exhaustive interleavings of hotplug, guest, reset and migration actions on the
  * machine model, with invariants at every state; prints the shortest trace of a violation. */
+#include "ferry/tools/explore.h"
+
+#include "commands.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "commands.h"
-#include "ferry/tools/explore.h"
 
 static void usage(FILE *out)
 {
@@ -102,8 +103,8 @@ static void emit_c(const FerryExploreConfig *cfg, const FerryExploreResult *res)
     const FerryMachinePolicy *p = &cfg->policy;
     printf("/* Replays the counterexample found by ferry explore: %s */\n", res->message);
     printf("static void replay_counterexample(void **state)\n{\n    (void)state;\n");
-    printf("    FerryExploreConfig cfg = {.slots = %u%s%s%s, .policy = {", cfg->slots ? cfg->slots : 2,
-           cfg->machine_type ? ", .machine_type = \"" : "",
+    printf("    FerryExploreConfig cfg = {.slots = %u%s%s%s, .policy = {",
+           cfg->slots ? cfg->slots : 2, cfg->machine_type ? ", .machine_type = \"" : "",
            cfg->machine_type ? cfg->machine_type : "", cfg->machine_type ? "\"" : "");
     printf("%s%s%s%s%s%s}};\n", p->events_load_append ? ".events_load_append = true, " : "",
            p->inmigrate_hotplug ? ".inmigrate_hotplug = true, " : "",
@@ -124,12 +125,18 @@ static void emit_c(const FerryExploreConfig *cfg, const FerryExploreResult *res)
 static int run(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"slots", required_argument, NULL, 's'},   {"depth", required_argument, NULL, 'd'},
-        {"machine", required_argument, NULL, 'm'}, {"policy", required_argument, NULL, 'p'},
-        {"bfs", no_argument, NULL, 'B'},           {"dfs", no_argument, NULL, 'D'},
-        {"replay", required_argument, NULL, 'r'},  {"emit-c", no_argument, NULL, 'c'},
-        {"progress", no_argument, NULL, 'P'},      {"destinations", required_argument, NULL, 'v'},
-        {"count-guest", no_argument, NULL, 'g'},   {"help", no_argument, NULL, 'h'},
+        {"slots", required_argument, NULL, 's'},
+        {"depth", required_argument, NULL, 'd'},
+        {"machine", required_argument, NULL, 'm'},
+        {"policy", required_argument, NULL, 'p'},
+        {"bfs", no_argument, NULL, 'B'},
+        {"dfs", no_argument, NULL, 'D'},
+        {"replay", required_argument, NULL, 'r'},
+        {"emit-c", no_argument, NULL, 'c'},
+        {"progress", no_argument, NULL, 'P'},
+        {"destinations", required_argument, NULL, 'v'},
+        {"count-guest", no_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     FerryExploreConfig cfg = {0};
@@ -148,25 +155,43 @@ static int run(int argc, char **argv)
             if (parse_u32("--depth", optarg, &cfg.depth) < 0)
                 return 2;
             break;
-        case 'm': cfg.machine_type = optarg; break;
+        case 'm':
+            cfg.machine_type = optarg;
+            break;
         case 'p':
             if (ferry_explore_policy_parse(optarg, &cfg.policy, &err) < 0) {
                 fprintf(stderr, "ferry explore: %s\n", err.msg);
                 return 2;
             }
             break;
-        case 'B': cfg.search = FERRY_EXPLORE_BFS; break;
-        case 'D': cfg.search = FERRY_EXPLORE_DFS; break;
-        case 'r': replay = optarg; break;
-        case 'c': want_c = true; break;
-        case 'P': cfg.progress = stderr; break;
-        case 'g': cfg.count_guest = true; break;
+        case 'B':
+            cfg.search = FERRY_EXPLORE_BFS;
+            break;
+        case 'D':
+            cfg.search = FERRY_EXPLORE_DFS;
+            break;
+        case 'r':
+            replay = optarg;
+            break;
+        case 'c':
+            want_c = true;
+            break;
+        case 'P':
+            cfg.progress = stderr;
+            break;
+        case 'g':
+            cfg.count_guest = true;
+            break;
         case 'v':
             if (parse_destinations(optarg, &cfg.destinations) < 0)
                 return 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {

@@ -3,12 +3,12 @@
 #ifndef FERRY_TOOLS_EXPLORE_H
 #define FERRY_TOOLS_EXPLORE_H
 
+#include "ferry/error.h"
+#include "ferry/machine/machine.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
-
-#include "ferry/error.h"
-#include "ferry/machine/machine.h"
 
 typedef enum FerryExploreSearch {
     FERRY_EXPLORE_BFS, /* level by level: the first violation found has a shortest trace */
@@ -17,9 +17,9 @@ typedef enum FerryExploreSearch {
 
 /* How the switchover builds the destination (bit mask of FERRY_EXPLORE_DST_*). */
 #define FERRY_EXPLORE_DST_CMDLINE 0x1u /* devices on the destination's command line */
-#define FERRY_EXPLORE_DST_ADD 0x2u     /* device_add in inmigrate, as libvirt does */
-#define FERRY_EXPLORE_DST_STALE 0x4u   /* device_add whose plug left hotplug leftovers (S12) */
-#define FERRY_EXPLORE_DST_ALL 0x7u
+#define FERRY_EXPLORE_DST_ADD     0x2u /* device_add in inmigrate, as libvirt does */
+#define FERRY_EXPLORE_DST_STALE   0x4u /* device_add whose plug left hotplug leftovers (S12) */
+#define FERRY_EXPLORE_DST_ALL     0x7u
 
 typedef struct FerryExploreConfig {
     const char *machine_type;  /* NULL: the newest */
@@ -29,8 +29,8 @@ typedef struct FerryExploreConfig {
     bool count_guest;          /* guest protocol steps count towards depth as well */
     FerryMachinePolicy policy; /* seeded bad policies; all false = Ferry's real behaviour */
     FerryExploreSearch search;
-    uint32_t destinations;     /* FERRY_EXPLORE_DST_* mask; 0 = all */
-    FILE *progress;            /* per-depth counts while running (NULL: quiet) */
+    uint32_t destinations; /* FERRY_EXPLORE_DST_* mask; 0 = all */
+    FILE *progress;        /* per-depth counts while running (NULL: quiet) */
 } FerryExploreConfig;
 
 typedef struct FerryExploreResult {
@@ -42,8 +42,8 @@ typedef struct FerryExploreResult {
     double seconds;       /* wall-clock time of the search */
     bool violation;
     char message[FERRY_ERROR_MSG_MAX]; /* the violated invariant, naming device and connector */
-    char trace[4096];     /* "add 0; cont; migrate; switchover add": the actions that reach it */
-    uint32_t trace_len;   /* number of actions in `trace`, guest steps included */
+    char trace[4096];   /* "add 0; cont; migrate; switchover add": the actions that reach it */
+    uint32_t trace_len; /* number of actions in `trace`, guest steps included */
 } FerryExploreResult;
 
 /* Search every trace of up to cfg->depth actions from a source in prelaunch with one boot vCPU

@@ -1,5 +1,6 @@
 /* ferry explore's engine: no counterexample for Ferry's real policy, a counterexample for each
  * seeded bad policy (which replays, and passes under the real policy), and the trace files. */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+// clang-format on
 
 #include "ferry/tools/explore.h"
 
@@ -19,8 +21,8 @@
 static FerryExploreConfig config(const char *policy, const char *machine, uint32_t depth,
                                  FerryExploreSearch search)
 {
-    FerryExploreConfig cfg = {.machine_type = machine, .slots = 2, .depth = depth,
-                              .search = search};
+    FerryExploreConfig cfg = {
+        .machine_type = machine, .slots = 2, .depth = depth, .search = search};
     FerryError err = {0};
     assert_int_equal(ferry_explore_policy_parse(policy, &cfg.policy, &err), 0);
     return cfg;
@@ -34,8 +36,7 @@ static FerryExploreResult explore(const char *policy, const char *machine, uint3
     FerryError err = {0};
     assert_int_equal(ferry_explore_run(&cfg, &res, &err), 0);
     if (res.violation)
-        fprintf(stderr, "  %s on %s: %s\n    trace: %s\n", policy, machine, res.message,
-                res.trace);
+        fprintf(stderr, "  %s on %s: %s\n    trace: %s\n", policy, machine, res.message, res.trace);
     return res;
 }
 
@@ -59,8 +60,7 @@ static void real_policy_holds(void **state)
 
 /* Each seeded bad policy: found by BFS at a small depth, with a short trace that replays to a
  * violation and passes under the real policy. `expect` is a word the violation must contain. */
-static void check_bad(const char *policy, const char *machine, const char *expect,
-                      uint32_t max_len)
+static void check_bad(const char *policy, const char *machine, const char *expect, uint32_t max_len)
 {
     FerryExploreResult res = explore(policy, machine, 4, FERRY_EXPLORE_BFS);
     assert_true(res.violation);
@@ -160,10 +160,10 @@ static char *slurp(const char *path)
 static void trace_files(void **state)
 {
     (void)state;
-    const char *files[] = {"list-append.trace", "inmigrate-hotplug.trace", "edge.trace",
-                           "edge-migration.trace", "conn-subsection.trace",
-                           "del-readd-race.trace", "s05-mid-session.trace",
-                           "s06-unplug-in-flight.trace"};
+    const char *files[] = {
+        "list-append.trace",     "inmigrate-hotplug.trace",   "edge.trace",
+        "edge-migration.trace",  "conn-subsection.trace",     "del-readd-race.trace",
+        "s05-mid-session.trace", "s06-unplug-in-flight.trace"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[512], policy[64] = "real", machine[32] = "ferry-2.0", expect[128] = "";
         snprintf(path, sizeof(path), "%s/%s", TRACE_DIR, files[i]);
@@ -209,16 +209,21 @@ static void replay_errors(void **state)
     assert_true(ferry_explore_replay(&cfg, "guest", NULL, &res, &err) < 0);
     assert_non_null(strstr(err.msg, "not enabled"));
     assert_true(ferry_explore_replay(&cfg, "cont; switchover add", NULL, &res, &err) < 0);
-    assert_true(ferry_explore_replay(&cfg, "cont; migrate; switchover moon", NULL, &res, &err) <
-                0);
+    assert_true(ferry_explore_replay(&cfg, "cont; migrate; switchover moon", NULL, &res, &err) < 0);
     /* refused actions are part of a valid trace: S10 and a repeated device_del */
-    assert_int_equal(ferry_explore_replay(&cfg, "cont; add 0; migrate; add 1; del 0; cancel; "
-                                                "del 0; del 0", NULL, &res, &err), 0);
+    assert_int_equal(ferry_explore_replay(&cfg,
+                                          "cont; add 0; migrate; add 1; del 0; cancel; "
+                                          "del 0; del 0",
+                                          NULL, &res, &err),
+                     0);
     assert_false(res.violation);
     assert_int_equal(res.refused, 3);
     /* a stream cut mid-way: the source keeps running and can migrate again */
-    assert_int_equal(ferry_explore_replay(&cfg, "cont; add 0; guest; migrate; cut; guest; "
-                                                "migrate; switchover add", NULL, &res, &err), 0);
+    assert_int_equal(ferry_explore_replay(&cfg,
+                                          "cont; add 0; guest; migrate; cut; guest; "
+                                          "migrate; switchover add",
+                                          NULL, &res, &err),
+                     0);
     assert_false(res.violation);
     assert_int_equal(res.switchovers, 2);
 }
@@ -236,8 +241,7 @@ static void policy_names(void **state)
                 p.edge_notify && !p.events_load_append && !p.conn_state_subsection);
     FerryMachinePolicy q;
     assert_int_equal(
-        ferry_explore_policy_parse(ferry_explore_policy_format(&p, buf, sizeof(buf)), &q, &err),
-        0);
+        ferry_explore_policy_parse(ferry_explore_policy_format(&p, buf, sizeof(buf)), &q, &err), 0);
     assert_memory_equal(&p, &q, sizeof(p));
     assert_true(ferry_explore_policy_parse("edge,level", &p, &err) < 0);
     assert_non_null(strstr(err.msg, "unknown 'level'"));
