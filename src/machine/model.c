@@ -187,6 +187,8 @@ bool ferry_machine_equal(const FerryMachine *a, const FerryMachine *b)
             (x->dev && !device_equal(x->dev, y->dev)))
             return false;
     }
+    if ((a->policy.edge_notify || b->policy.edge_notify) && a->edge_latch != b->edge_latch)
+        return false; /* state only under the seeded edge policy, as in the hash */
     const FerryHotplugState *p = &a->hp, *q = &b->hp;
     if (p->ready != q->ready || p->selector != q->selector || p->arg != q->arg ||
         p->status != q->status || memcmp(p->result, q->result, sizeof(p->result)) ||
