@@ -1,7 +1,7 @@
 /* The explorer's engine: actions on a source machine and its guest model, the switchover into a
  * destination built three ways, the invariants, and BFS/DFS over states deduplicated by hash. */
 #include "ferry/machine/guest.h"
-#include "ferry/machine/hotplug-regs.h"
+#include "ferry/machine/hotplug.h"
 #include "ferry/machine/inventory.h"
 #include "ferry/stream/stream.h"
 #include "ferry/tools/explore.h"
@@ -443,6 +443,43 @@ static size_t device_options(const FerryMachine *src, char opts[][128], size_t m
     return n;
 }
 
+/* What differs between two machines whose connectors, devices, events and readiness agree. */
+static void describe_difference(FerryMachine *a, FerryMachine *b, char *why, size_t len)
+{
+    if (ferry_machine_irq_level(a) != ferry_machine_irq_level(b)) {
+        snprintf(why, len, "the notification line is %s on the source, %s on the destination",
+                 ferry_machine_irq_level(a) ? "asserted" : "low",
+                 ferry_machine_irq_level(b) ? "asserted" : "low");
+        return;
+    }
+    if (ferry_machine_runstate(a) != ferry_machine_runstate(b)) {
+        snprintf(why, len, "run state %s on the source, %s on the destination",
+                 ferry_runstate_name(ferry_machine_runstate(a)),
+                 ferry_runstate_name(ferry_machine_runstate(b)));
+        return;
+    }
+    /* register reads have no side effect */
+    for (uint16_t off = FERRY_HP_REG_STATUS; off < FERRY_HP_WINDOW + FERRY_HP_WINDOW_SIZE;
+         off += 4) {
+        uint32_t x = ferry_hotplug_io_read(a, off, 4), y = ferry_hotplug_io_read(b, off, 4);
+        if (x != y) {
+            snprintf(why, len, "hotplug register 0x%02x is 0x%08x on the source, 0x%08x on the "
+                               "destination", off, x, y);
+            return;
+        }
+    }
+    for (size_t i = 0; i < ferry_machine_device_count(a); i++) {
+        FerryDeviceInfo x, y;
+        ferry_machine_device_info(a, i, &x);
+        if (ferry_machine_device_info(b, i, &y) == 0 && strcmp(x.parent, y.parent)) {
+            snprintf(why, len, "device '%s' sits under %s on the source, %s on the destination",
+                     x.id, x.parent, y.parent);
+            return;
+        }
+    }
+    snprintf(why, len, "the machines differ (ferry_machine_equal) in a way the host views miss");
+}
+
 /* Builds the destination as `variant` says, from the source's device list. */
 static FerryMachine *build_destination(Ctx *c, const FerryMachine *src, uint32_t variant,
                                        FerryError *err)
@@ -550,18 +587,30 @@ static bool switchover(Ctx *c, const World *w, uint32_t variant)
         violate(c, "switchover (%s destination) failed: %s", dst_name(variant), err.msg);
         goto out;
     }
-    /* A paused source yields a paused destination (-S semantics); management resumes it. */
-    bool paused = ferry_machine_runstate(src.m) == FERRY_RUN_PAUSED;
-    ferry_machine_run_event(dst.m, paused ? FERRY_RUN_EV_INCOMING_PAUSE : FERRY_RUN_EV_INCOMING_RUN,
-                            NULL);
+    /* A stopped source (paused; or prelaunch after a reset of a paused VM during the
+     * migration) yields a paused destination (-S semantics), which management resumes. The run
+     * state itself is not carried (docs/explorer.md §5: prelaunch arrives as paused). */
+    bool stopped = ferry_machine_runstate(src.m) != FERRY_RUN_RUNNING;
+    ferry_machine_run_event(dst.m, stopped ? FERRY_RUN_EV_INCOMING_PAUSE
+                                           : FERRY_RUN_EV_INCOMING_RUN, NULL);
     ferry_machine_set_migration_active(src.m, false);
-    ferry_machine_run_event(src.m, FERRY_RUN_EV_OUTGOING_DONE, NULL);
     if (!check_same(c, src.m, dst.m))
         goto out;
-    if (paused && ferry_machine_run_event(dst.m, FERRY_RUN_EV_CONT, &err) < 0) {
-        violate(c, "the paused destination cannot be resumed: %s", err.msg);
+    /* The whole model state (registers and device paths included) must equal the source's as it
+     * would continue without the migration, both resumed: then everything the destination can do
+     * next is what that source state can do, which the search explores (docs/explorer.md). */
+    if (stopped && (ferry_machine_run_event(src.m, FERRY_RUN_EV_CONT, &err) < 0 ||
+                    ferry_machine_run_event(dst.m, FERRY_RUN_EV_CONT, &err) < 0)) {
+        violate(c, "the stopped source or its destination cannot be resumed: %s", err.msg);
         goto out;
     }
+    if (!ferry_machine_equal(src.m, dst.m)) {
+        char why[160];
+        describe_difference(src.m, dst.m, why, sizeof(why));
+        violate(c, "after switchover: %s", why);
+        goto out;
+    }
+    ferry_machine_run_event(src.m, FERRY_RUN_EV_OUTGOING_DONE, NULL);
     dst.g = ferry_guest_clone(src.g, dst.m);
     if (!dst.g) {
         violate(c, "out of memory");
