@@ -365,16 +365,28 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
         } else {
             FerryError e2 = {0};
             FerryInventory *src = ferry_inventory_from_json(inv, &e2);
-            if (!src)
-                return ferry_error_prefix(&e2, "handshake inventory: "),
-                       (*err = e2, err->code);
+            if (!src) {
+                *err = e2;
+                return ferry_error_prefix(err, "handshake inventory: ");
+            }
             mig_lock(m);
             FerryInventory *dst = ferry_machine_inventory(mach);
             mig_unlock(m);
             char *r = NULL;
             int c = ferry_inventory_compare(src, dst, &r);
             if (c > 0) {
-                report_add(rep, &n, "%s", r ? r : "inventory differs");
+                /* One line per mismatch in the report: one item each. */
+                for (char *line = r, *next; line && *line; line = next) {
+                    next = strchr(line, '\n');
+                    if (next)
+                        *next++ = '\0';
+                    else
+                        next = line + strlen(line);
+                    if (*line)
+                        report_add(rep, &n, "%s", line);
+                }
+                if (!r)
+                    report_add(rep, &n, "inventory differs");
                 count += (unsigned)c;
             }
             free(r);

@@ -7,6 +7,7 @@ S16 (destination lacks a device: refused at the handshake), S4/S7 (hotplug befor
 ready, migrated before it handled it: configured once, after switchover), destination killed,
 cancel, snapshot + --restore, and `ferry migrate` with its timeline.
 usage: test-migrate-run.py FERRY"""
+import atexit
 import json
 import os
 import signal
@@ -81,6 +82,7 @@ def free_port():
 
 class Vm:
     n = 0
+    all = []
 
     def __init__(self, extra, incoming=None, workload="dirty,mb=16,report=1"):
         Vm.n += 1
@@ -93,7 +95,12 @@ class Vm:
         if incoming:
             args += ["--incoming", incoming]
         self.p = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        Vm.all.append(self)
         self.q = Qmp(self.qmp_path)
+        if incoming:  # QMP comes up first; the listener right after
+            end = time.time() + 10
+            while self.q.ok("query-migrate").get("status") != "setup" and time.time() < end:
+                time.sleep(0.01)
 
     def out(self):
         try:
@@ -118,6 +125,13 @@ class Vm:
             self.p.kill()
         self.p.wait()
         return self.p.stderr.read()
+
+
+@atexit.register
+def _kill_all():
+    for vm in Vm.all:
+        if vm.p.poll() is None:
+            vm.p.kill()
 
 
 def migrate(src, uri, timeout=30):
@@ -205,7 +219,10 @@ check(st.get("status") == "failed" and "refused" in err and "cpu1" in err
       and "machine" in err, f"S16: refused at the handshake listing all mismatches: {err}")
 check(src.status() == "running", "S16: the source keeps running")
 verify_progress(src, "S16: source")
-rc = dst.p.wait(timeout=10)
+try:
+    rc = dst.p.wait(timeout=10)
+except subprocess.TimeoutExpired:
+    rc = None
 derr = dst.stop()
 check(rc == 1 and "did not start" in derr, f"S16: destination exits 1 with a message: {derr!r}")
 src.stop()
@@ -261,7 +278,10 @@ while time.time() < end and src.q.ok("query-migrate").get("status") != "cancelle
 check(src.q.ok("query-migrate").get("status") == "cancelled", "cancel: status cancelled")
 check(src.status() == "running", "cancel: the source keeps running")
 verify_progress(src, "cancel: source")
-rc = dst.p.wait(timeout=10)
+try:
+    rc = dst.p.wait(timeout=10)
+except subprocess.TimeoutExpired:
+    rc = None
 check(rc == 1, "cancel: the destination exits 1 and never ran")
 dst.stop()
 src.q.ok("migrate-set-parameters", **{"max-bandwidth": 0})
