@@ -68,6 +68,7 @@ struct Source {
     unsigned done;
     bool quit, final, first;
     atomic_bool abort;
+    atomic_bool switchover;
     int pagemap_fd;
     bool paused;
     bool return_path;
@@ -104,6 +105,10 @@ static uint64_t bandwidth_cap(Source *src)
 
 static void throttle_bandwidth(Sender *s, size_t n)
 {
+    /* The stop-and-copy phase is never rate limited (as QEMU): the cap shares the link while
+     * the guest runs, but every millisecond now is downtime. */
+    if (atomic_load(&s->src->switchover))
+        return;
     uint64_t cap = bandwidth_cap(s->src);
     if (!cap) {
         s->cap_start_ns = 0;
@@ -862,6 +867,7 @@ static int source_run(Source *src, FerryError *err)
     throttle_end(src);
     mig_set_status(m, FERRY_MIG_DEVICE);
     uint64_t t_stop = mig_now_ns();
+    atomic_store(&src->switchover, true);
     guest_stop(src);
     uint64_t t0 = mig_now_ns();
     r = fetch_dirty(src, true, &dirty, err);
@@ -915,6 +921,18 @@ static int source_run(Source *src, FerryError *err)
     return 0;
 }
 
+static bool guest_stopped(FerryMigration *m)
+{
+    FerryMigHost *h = &m->host;
+    if (h->machine) {
+        mig_lock(m);
+        FerryRunState rs = ferry_machine_runstate(h->machine);
+        mig_unlock(m);
+        return rs != FERRY_RUN_RUNNING;
+    }
+    return h->vcpus && ferry_vcpus_paused(h->vcpus);
+}
+
 void *mig_source_main(void *arg)
 {
     FerryMigration *m = arg;
@@ -924,6 +942,11 @@ void *mig_source_main(void *arg)
     pthread_mutex_init(&src.lock, NULL);
     pthread_cond_init(&src.cond, NULL);
     ferry_migration_get_params(m, &src.p);
+    /* A stopped guest dirties nothing: no page will be sent twice, so the shadow copy (memory
+     * and a first-touch per page) would be pure cost. Decided once: delta needs the shadow to
+     * match the destination for every page from the first pass on. */
+    if (guest_stopped(m))
+        src.p.delta = false;
     src.nch = src.p.multifd_channels;
     FerryError err = {0};
     int r = source_run(&src, &err);

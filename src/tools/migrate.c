@@ -166,10 +166,12 @@ static int write_svg(const char *path, json_t *st, FerryError *err)
                "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
     fprintf(f, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", W, H);
     json_t *ram = json_object_get(st, "ram");
+    json_t *dus = json_object_get(json_object_get(st, "x-ferry"), "downtime-us");
+    double down = dus ? (double)json_integer_value(dus) / 1e3 : (double)jint(st, "downtime");
     fprintf(f, "<text x=\"%d\" y=\"20\" font-size=\"15\">Ferry live migration: %s, total %"
-               JSON_INTEGER_FORMAT " ms, downtime %" JSON_INTEGER_FORMAT " ms, %zu passes</text>\n",
+               JSON_INTEGER_FORMAT " ms, downtime %.1f ms, %zu passes</text>\n",
             L, json_string_value(json_object_get(st, "status")) ?: "?", jint(st, "total-time"),
-            jint(st, "downtime"), n);
+            down, n);
     fprintf(f, "<text x=\"%d\" y=\"38\" fill=\"#555\">%" JSON_INTEGER_FORMAT " zero, %"
                JSON_INTEGER_FORMAT " raw, %" JSON_INTEGER_FORMAT " delta pages; %.1f MiB on the "
                "wire</text>\n", L, jint(ram, "duplicate"), jint(ram, "normal"),
