@@ -171,8 +171,8 @@ def run_case(vmm, img, mem_mib, setting, args, tmp):
                 q.cmd("migrate-set-parameters", **params)
             d.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
         else:
-            if setting == "channels2":
-                params["multifd-channels"] = 2
+            if setting == "channels0":  # RAM on the main connection (default: 2 channels)
+                params["multifd-channels"] = 0
             s.cmd("migrate-set-parameters", **params)
             # The destination faults its RAM in while it waits (as a destination started ahead
             # of the migration does); wait for that, as for QEMU's boot.
@@ -205,6 +205,8 @@ def run_case(vmm, img, mem_mib, setting, args, tmp):
                "wire": ram.get("transferred", 0), "ram_total": ram.get("total", mem_mib * MiB)}
         if ok:
             # The destination guest runs on: its serial output continues.
+            if stopped:  # QEMU keeps a stopped VM stopped on the destination (so does Ferry)
+                d.cmd("cont")
             if "dirty" in img and not wait_serial(dlog, b"B", 20):
                 res["ok"] = False
                 res["status"] = "destination guest did not run"
@@ -237,6 +239,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=30)
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--images", default="idle.img,dirty.img,dirty.img+stop",
+                    help="cases: idle.img, dirty.img, dirty.img+stop (stopped guest)")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.reps = "512", 1
@@ -244,13 +248,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ferry-bench-migrate-")
     ceiling = loopback_ceiling()
     print(f"loopback TCP ceiling (1 stream, 1 MiB sendall): {ceiling / GiB:.2f} GiB/s")
-    cases = [("ferry", "default"), ("ferry", "channels2"), ("qemu", "default"),
+    cases = [("ferry", "default"), ("ferry", "channels0"), ("qemu", "default"),
              ("qemu", "multifd2"), ("qemu", "xbzrle")]
     rows, res = [], {}
     for mem in sizes:
-        for img in ("idle.img", "dirty.img", "dirty.img+stop"):
+        for img in args.images.split(","):
             for vmm, setting in cases:
-                if img.endswith("+stop") and setting not in ("default", "channels2", "multifd2"):
+                if img.endswith("+stop") and setting not in ("default", "channels0", "multifd2"):
                     continue
                 r = median_case(vmm, img, mem, setting, args, tmp)
                 res[(mem, img, vmm, setting)] = r
@@ -272,12 +276,14 @@ def main():
     print("ratios (Ferry / QEMU, median of runs; lower is better unless noted):")
     lines = []
     for mem in sizes:
-        g = lambda img, vmm, st, k: res[(mem, img, vmm, st)].get(k) if res[(mem, img, vmm, st)]["ok"] else None
+        def g(img, vmm, st, k):
+            r = res.get((mem, img, vmm, st))
+            return r.get(k) if r and r["ok"] else None
         def ratio(a, b):
             return f"{a / b:.2f}" if a is not None and b else "n/a"
         fd = g("dirty.img", "ferry", "default", "total_ms")
         qd = g("dirty.img", "qemu", "default", "total_ms")
-        ferry_dt = [g("dirty.img", "ferry", s, "downtime_ms") for s in ("default", "channels2")]
+        ferry_dt = [g("dirty.img", "ferry", s, "downtime_ms") for s in ("default", "channels0")]
         qemu_dt = [g("dirty.img", "qemu", s, "downtime_ms") for s in ("default", "multifd2", "xbzrle")]
         fbest = min([x for x in ferry_dt if x is not None], default=None)
         qbest = min([x for x in qemu_dt if x is not None], default=None)
@@ -286,7 +292,7 @@ def main():
         idle_ms = g("idle.img", "ferry", "default", "total_ms")
         idle_tput = (mem * MiB / (idle_ms / 1e3)) if idle_ms else None
         data = {}
-        for vmm, st in (("ferry", "default"), ("ferry", "channels2"), ("qemu", "default"),
+        for vmm, st in (("ferry", "default"), ("ferry", "channels0"), ("qemu", "default"),
                         ("qemu", "multifd2")):
             ms, wire = g("dirty.img+stop", vmm, st, "total_ms"), g("dirty.img+stop", vmm, st, "wire")
             data[(vmm, st)] = wire / (ms / 1e3) if ms and wire else None

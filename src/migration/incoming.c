@@ -307,9 +307,12 @@ static void *channel_main(void *arg)
         }
         int r = ferry_stream_next(rc->r, &rec, &rc->err);
         if (!r) {
-            if (rec.kind == FERRY_REC_END)
-                break;
-            if (rec.kind == FERRY_REC_RAM_PAGES)
+            if (rec.kind == FERRY_REC_END) {
+                /* The end record has a checksum too: a stream cut inside it is truncated. */
+                r = ferry_stream_end_payload(rc->r, &rc->err);
+                if (!r)
+                    break;
+            } else if (rec.kind == FERRY_REC_RAM_PAGES)
                 r = apply_pages(rc, &rec, &rc->err);
             else if (rec.flags & FERRY_REC_OPTIONAL || rec.kind == FERRY_REC_RAM_PASS)
                 r = ferry_stream_skip_payload(rc->r, &rc->err);
@@ -697,6 +700,7 @@ static int incoming_run(Dest *d, FerryError *err)
             break;
         switch (rec.kind) {
         case FERRY_REC_END:
+            r = ferry_stream_end_payload(d->main.r, err);
             break;
         case FERRY_REC_RAM_BLOCKS:
             r = check_ram_blocks(&d->main, &rec, err);
@@ -830,4 +834,57 @@ void *mig_incoming_main(void *arg)
     }
     mig_set_status(m, FERRY_MIG_COMPLETED);
     return NULL;
+}
+
+int mig_ram_stream_apply(const FerryRamBlock *blocks, size_t n, FerryIO *io, FerryError *err)
+{
+    Dest d = {.blocks = (FerryRamBlock *)blocks, .nblocks = n};
+    Receiver rc = {.d = &d};
+    int r = 0;
+    d.nz = calloc(n ? n : 1, sizeof(*d.nz));
+    rc.buf = malloc(RAM_DELTA_MAX + 16);
+    if (!d.nz || !rc.buf) {
+        r = ferry_error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t words = (blocks[i].size / RAM_PAGE + 63) / 64;
+        d.nz[i] = malloc(words * 8 + 8);
+        if (!d.nz[i]) {
+            r = ferry_error_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+        memset(d.nz[i], 0xff, words * 8); /* unknown contents: clear zero pages for real */
+    }
+    rc.r = ferry_stream_reader_new(io, err);
+    if (!rc.r) {
+        r = err->code ? err->code : -EBADMSG;
+        goto out;
+    }
+    for (;;) {
+        FerryRecord rec;
+        if ((r = ferry_stream_next(rc.r, &rec, err)) < 0)
+            break;
+        if (rec.kind == FERRY_REC_END) {
+            r = ferry_stream_end_payload(rc.r, err);
+            break;
+        }
+        if (rec.kind == FERRY_REC_RAM_PAGES)
+            r = apply_pages(&rc, &rec, err);
+        else if (rec.kind == FERRY_REC_RAM_PASS || rec.kind == FERRY_REC_RAM_BLOCKS ||
+                 (rec.flags & FERRY_REC_OPTIONAL))
+            r = ferry_stream_skip_payload(rc.r, err);
+        else
+            r = ferry_error_set(err, -EBADMSG, "unexpected %s record at offset 0x%" PRIx64,
+                                ferry_record_kind_name(rec.kind), rec.offset);
+        if (r < 0)
+            break;
+    }
+out:
+    ferry_stream_reader_free(rc.r);
+    free(rc.buf);
+    for (size_t i = 0; d.nz && i < n; i++)
+        free(d.nz[i]);
+    free(d.nz);
+    return r;
 }

@@ -65,6 +65,10 @@ void mig_set_status(FerryMigration *m, FerryMigStatus st);
 void mig_fail(FerryMigration *m, const FerryError *err);
 void *mig_source_main(void *arg);
 void *mig_incoming_main(void *arg);
+/* Apply a RAM-only stream (header, ram-blocks/ram-pages/ram-pass records, end) read from `io`
+ * to `blocks`, exactly as a destination channel does. For the unit test and the fuzz harness of
+ * the RAM record parser (outside input). */
+int mig_ram_stream_apply(const FerryRamBlock *blocks, size_t n, FerryIO *io, FerryError *err);
 /* Shut down every socket so blocked reads/writes return (cancel, failure). */
 void mig_shutdown_fds(FerryMigration *m);
 void mig_block_sigpipe(void);

@@ -35,7 +35,7 @@ void ferry_mig_params_default(FerryMigParams *p)
     *p = (FerryMigParams){
         .downtime_limit_ms = 300,
         .max_bandwidth = 0,
-        .multifd_channels = 0,
+        .multifd_channels = 2,
         .max_passes = 30,
         .converge = FERRY_MIG_CONVERGE_SWITCHOVER,
         .delta = true,

@@ -618,7 +618,7 @@ static void source_cleanup(Source *src)
     src->quit = true;
     pthread_cond_broadcast(&src->cond);
     pthread_mutex_unlock(&src->lock);
-    for (unsigned i = 0; i < src->nch; i++) {
+    for (unsigned i = 0; src->ch && i < src->nch; i++) {
         if (src->ch[i].thread_started)
             pthread_join(src->ch[i].thread, NULL);
         sender_fini(&src->ch[i]);

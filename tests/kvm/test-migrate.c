@@ -207,7 +207,10 @@ static void test_tcp(void **state)
     (void)state;
     Pair p;
     pair_setup(&p, RAM);
-    run_tcp(&p, NULL, NULL);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.multifd_channels = 0;
+    run_tcp(&p, &prm, NULL);
     expect_ok(&p);
     assert_true(p.is.delta_pages > 0); /* re-sent pages went as deltas */
     pair_free(&p);
@@ -356,7 +359,10 @@ static void test_flip(void **state)
     Pair p;
     MigProxy proxy = {.cut_after = -1, .flip_at = 3 << 20};
     pair_setup(&p, RAM);
-    run_tcp(&p, NULL, &proxy);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.multifd_channels = 0; /* RAM on the main connection, where the proxy flips a byte */
+    run_tcp(&p, &prm, &proxy);
     expect_failed(&p, NULL, "checksum");
     pair_free(&p);
 }

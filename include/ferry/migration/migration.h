@@ -39,7 +39,8 @@ typedef enum FerryMigConverge {
 typedef struct FerryMigParams {
     uint64_t downtime_limit_ms; /* default 300 (QEMU's) */
     uint64_t max_bandwidth;     /* bytes/s; 0 = unlimited (default) */
-    uint32_t multifd_channels;  /* dedicated RAM channels; 0 = RAM on the main channel */
+    uint32_t multifd_channels;  /* dedicated RAM channels (tcp/unix; default 2); 0 = RAM on the
+                                   main channel, as always for fd: and file: */
     uint32_t max_passes;        /* dirty passes before the non-convergence policy; default 30 */
     uint32_t converge;          /* FerryMigConverge */
     bool delta;                 /* XOR+RLE delta of re-sent pages (default true) */

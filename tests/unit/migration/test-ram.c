@@ -10,7 +10,9 @@
 
 #include <cmocka.h>
 
+#include "../../../src/migration/migration-int.h"
 #include "../../../src/migration/ram-int.h"
+#include "ferry/stream/stream.h"
 
 static _Alignas(64) uint8_t a[RAM_PAGE], b[RAM_PAGE], c[RAM_PAGE];
 static uint8_t enc[RAM_PAGE * 2];
@@ -93,6 +95,119 @@ static void test_delta_hostile(void **state)
     assert_int_equal(ram_delta_apply(c, ops, 8, &err), -EBADMSG);
 }
 
+/* A RAM stream as a destination channel reads it: zero, raw and delta runs in two blocks. */
+static uint8_t blk0[16 * RAM_PAGE] __attribute__((aligned(4096)));
+static uint8_t blk1[4 * RAM_PAGE] __attribute__((aligned(4096)));
+
+static void put_run(FerryIO *w, uint64_t first, uint32_t count, uint8_t enc)
+{
+    ferry_io_write_u64(w, first, NULL);
+    ferry_io_write_u32(w, count, NULL);
+    ferry_io_write_u8(w, enc, NULL);
+}
+
+static uint8_t *build_stream(size_t *len, uint32_t bad_block)
+{
+    FerryIO *out = ferry_io_mem_writer();
+    FerryStreamWriter *w = ferry_stream_writer_new(out, "none", NULL);
+    FerryIO *p = ferry_io_mem_writer();
+    /* block 0: pages 0-1 raw (0x11, 0x22), pages 2-5 zero, page 6 delta vs zero (word 3) */
+    put_run(p, 0, 2, RAM_ENC_RAW);
+    memset(a, 0x11, RAM_PAGE);
+    ferry_io_write(p, a, RAM_PAGE, NULL);
+    memset(a, 0x22, RAM_PAGE);
+    ferry_io_write(p, a, RAM_PAGE, NULL);
+    put_run(p, 2, 4, RAM_ENC_ZERO);
+    put_run(p, 6, 1, RAM_ENC_DELTA);
+    memset(a, 0, RAM_PAGE);
+    memcpy(b, a, RAM_PAGE);
+    b[3 * 8] = 0x5a;
+    size_t n = ram_delta_encode(a, b, enc, sizeof(enc));
+    uint8_t l2[2] = {(uint8_t)n, (uint8_t)(n >> 8)};
+    ferry_io_write(p, l2, 2, NULL);
+    ferry_io_write(p, enc, n, NULL);
+    size_t plen;
+    const uint8_t *pd = ferry_io_mem_data(p, &plen);
+    struct iovec iov = {(void *)pd, plen};
+    assert_int_equal(ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", bad_block, 1, &iov,
+                                               1, NULL), 0);
+    /* block 1: page 3 raw 0x33 */
+    ferry_io_mem_reset(p);
+    put_run(p, 3, 1, RAM_ENC_RAW);
+    memset(a, 0x33, RAM_PAGE);
+    ferry_io_write(p, a, RAM_PAGE, NULL);
+    pd = ferry_io_mem_data(p, &plen);
+    iov = (struct iovec){(void *)pd, plen};
+    assert_int_equal(ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", 1, 1, &iov, 1,
+                                               NULL), 0);
+    uint64_t pass[2] = {5, 0};
+    iov = (struct iovec){pass, sizeof(pass)};
+    ferry_stream_write_record(w, FERRY_REC_RAM_PASS, 0, "", 0, 1, &iov, 1, NULL);
+    ferry_stream_write_end(w, NULL);
+    const uint8_t *data = ferry_io_mem_data(out, len);
+    uint8_t *copy = malloc(*len);
+    memcpy(copy, data, *len);
+    ferry_stream_writer_free(w);
+    ferry_io_destroy(p);
+    ferry_io_destroy(out);
+    return copy;
+}
+
+static int apply(const uint8_t *data, size_t len, FerryError *err)
+{
+    FerryRamBlock blocks[2] = {{.size = sizeof(blk0), .host = blk0},
+                               {.gpa = 1 << 30, .size = sizeof(blk1), .host = blk1}};
+    FerryIO *io = ferry_io_mem_reader(data, len);
+    int r = mig_ram_stream_apply(blocks, 2, io, err);
+    ferry_io_destroy(io);
+    return r;
+}
+
+static void test_stream_apply(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *s = build_stream(&len, 0);
+    const char *seed = getenv("FERRY_WRITE_MIG_RAM_SEED"); /* tests/fuzz/corpus/mig-ram */
+    if (seed) {
+        FILE *f = fopen(seed, "wb");
+        fwrite(s, 1, len, f);
+        fclose(f);
+    }
+    memset(blk0, 0xee, sizeof(blk0));
+    memset(blk1, 0xee, sizeof(blk1));
+    FerryError err = {0};
+    int r = apply(s, len, &err);
+    if (r)
+        fail_msg("apply: %s", err.msg);
+    assert_int_equal(blk0[0], 0x11);
+    assert_int_equal(blk0[RAM_PAGE + 100], 0x22);
+    for (unsigned p = 2; p < 6; p++)
+        assert_true(ram_page_is_zero(blk0 + p * RAM_PAGE)); /* 0xee cleared */
+    /* delta applied onto what was there (0xee...) at word 3 */
+    assert_int_equal(blk0[6 * RAM_PAGE + 24], 0xee ^ 0x5a);
+    assert_int_equal(blk0[6 * RAM_PAGE + 25], 0xee);
+    assert_int_equal(blk0[7 * RAM_PAGE], 0xee); /* untouched */
+    assert_int_equal(blk1[3 * RAM_PAGE], 0x33);
+    assert_int_equal(blk1[0], 0xee);
+
+    /* Cut at every byte: always an error, never a crash (the end record is missing). */
+    for (size_t cut = 0; cut < len; cut++)
+        assert_true(apply(s, cut, &err) < 0);
+    /* Every flipped byte is caught (checksums, magic, lengths). */
+    for (size_t i = 0; i < len; i += 7) {
+        s[i] ^= 0x40;
+        assert_true(apply(s, len, &err) < 0);
+        s[i] ^= 0x40;
+    }
+    free(s);
+    /* A record naming a block that does not exist. */
+    s = build_stream(&len, 7);
+    assert_true(apply(s, len, &err) < 0);
+    assert_non_null(strstr(err.msg, "names RAM block 7 of 2"));
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -101,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_delta_small),
         cmocka_unit_test(test_delta_cap),
         cmocka_unit_test(test_delta_hostile),
+        cmocka_unit_test(test_stream_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
