@@ -203,11 +203,21 @@ static unsigned apply_locked(FerryInstance *in, FerryVcpu **stop)
     for (uint32_t s = 0; s < in->nmem; s++) {
         MemSlot *ms = &in->mem[s];
         FerryConnectorInfo ci;
-        if (!ms->mapped || in->migration_active ||
-            ferry_machine_connector_find(m, FERRY_CONN_INDEX(FERRY_CONN_MEM, s), &ci) < 0 ||
-            ci.device_id)
+        if (ferry_machine_connector_find(m, FERRY_CONN_INDEX(FERRY_CONN_MEM, s), &ci) < 0)
             continue;
         FerryError err = {0};
+        if (ci.device_id && !ms->mapped) {
+            /* A block the machine got without ferry_instance_device_add (a loaded stream):
+             * its RAM must exist before the guest runs again. */
+            if (ferry_vm_ram_add(in->vm, ferry_instance_mem_block_gpa(in, s),
+                                 FERRY_MEM_BLOCK_SIZE, &ms->memslot, &err) < 0)
+                notify_error(in, err.msg);
+            else
+                ms->mapped = true;
+            continue;
+        }
+        if (!ms->mapped || in->migration_active || ci.device_id)
+            continue;
         if (ferry_vm_ram_remove(in->vm, ms->memslot, &err) < 0)
             notify_error(in, err.msg);
         ms->mapped = false;

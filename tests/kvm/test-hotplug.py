@@ -123,10 +123,17 @@ def case_s7_before_ready(d):
 def case_s8_reset(d):
     vm = FerryVm(ferry, d, *HP)
     vm.wait_serial("^READY$")
+    vm.execute("device_add", driver="mem-block", id="mem0", slot=0)
+    vm.wait_serial("^ONLINE mem 0$")
     vm.execute("stop")
     vm.wait_event("STOP")
     vm.execute("device_add", driver="cpu", id="cpu3", slot=3)
+    vm.execute("device_del", id="mem0")  # pending: the stopped guest cannot release it
+    check(len(vm.execute("query-memory-devices")) == 1, "mem0 still there while pending")
     vm.execute("system_reset")
+    ev = vm.wait_event("DEVICE_DELETED")
+    check(ev["data"]["device"] == "mem0", "reset completes the pending unplug: %s" % ev)
+    check(vm.execute("query-memory-devices") == [], "mem0 gone after reset")
     ev = vm.wait_event("RESET")
     check(ev["data"] == {"guest": False, "reason": "host-qmp-system-reset"}, "RESET %s" % ev)
     st = vm.execute("query-status")
@@ -137,6 +144,7 @@ def case_s8_reset(d):
     after = text[text.rindex("BOOT "):]
     check("PLUGGED cpu 3" not in text, "S8: no stale event, present as coldplugged: %r" % text)
     check("ONLINE cpu 3" in after, "cpu3 online after the reboot: %r" % after)
+    check("mem 0" not in after, "released block not used after the reboot: %r" % after)
     # A reset of a running VM keeps it running; the hotplugged AP comes back after READY.
     vm.execute("system_reset")
     vm.wait_event("RESET")
