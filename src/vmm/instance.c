@@ -556,6 +556,11 @@ int ferry_instance_stop(FerryInstance *in, FerryError *err)
     pthread_mutex_lock(&in->ops);
     FerryRunState s = ferry_instance_runstate(in);
     int r = run_event(in, FERRY_RUN_EV_STOP, err);
+    if (r == 0 && s == FERRY_RUN_INMIGRATE) {
+        pthread_mutex_lock(&in->lock);
+        in->autostart = false; /* QEMU: stop while incoming cancels an earlier cont */
+        pthread_mutex_unlock(&in->lock);
+    }
     if (r == 0 && s == FERRY_RUN_RUNNING) {
         ferry_vcpus_pause(in->vcpus);
         FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_STOP};
