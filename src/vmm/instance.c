@@ -209,8 +209,8 @@ static unsigned apply_locked(FerryInstance *in, FerryVcpu **stop)
         if (ci.device_id && !ms->mapped) {
             /* A block the machine got without ferry_instance_device_add (a loaded stream):
              * its RAM must exist before the guest runs again. */
-            if (ferry_vm_ram_add(in->vm, ferry_instance_mem_block_gpa(in, s),
-                                 FERRY_MEM_BLOCK_SIZE, &ms->memslot, &err) < 0)
+            if (ferry_vm_ram_add(in->vm, ferry_instance_mem_block_gpa(in, s), FERRY_MEM_BLOCK_SIZE,
+                                 &ms->memslot, &err) < 0)
                 notify_error(in, err.msg);
             else
                 ms->mapped = true;

@@ -7,10 +7,12 @@
 #include "ferry/vmm/instance.h"
 #include "kvm-test.h"
 
+// clang-format off: cmocka needs these first
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <cmocka.h>
+// clang-format on
 
 static const char *fw_path;
 
@@ -96,8 +98,10 @@ static void test_dirty_detects_stale_page(void **state)
 {
     (void)state;
     Ti t;
-    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20, .workload = FERRY_FW_WORKLOAD_DIRTY,
-                                       .dirty_mb = 4, .report_every = 1});
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20,
+                                       .workload = FERRY_FW_WORKLOAD_DIRTY,
+                                       .dirty_mb = 4,
+                                       .report_every = 1});
     FerryError err = {0};
     assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
     free(ti_wait(&t, "VERIFY ok pass=2\n"));
@@ -119,8 +123,7 @@ static void test_vcpu_list_and_memslots_follow_hotplug(void **state)
 {
     (void)state;
     Ti t;
-    ti_start(&t, (FerryInstanceConfig){.ram_size = 128 << 20, .maxmem = 384 << 20,
-                                       .max_cpus = 4});
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 128 << 20, .maxmem = 384 << 20, .max_cpus = 4});
     FerryError err = {0};
     FerryVm *vm = ferry_instance_vm(t.inst);
     size_t blocks0 = ferry_vm_ram_count(vm);

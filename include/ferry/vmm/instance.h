@@ -7,7 +7,10 @@
  * Threads: control calls (cont/stop/reset/device_add/...) may come from any one thread at a
  * time (QMP server, migration); they are serialised inside. vCPU threads enter through the PIO
  * handlers. The machine is protected by the instance lock: code that reads or writes the
- * machine directly (migration: registry save/load) holds ferry_instance_lock. docs/vmm.md. */
+ * machine directly (migration: registry save/load) holds ferry_instance_lock, and so does code
+ * that enumerates the VM's RAM blocks while device_add/del may run (memslots are added and
+ * removed under it; host pointers of a block stay valid while the block exists). While an
+ * outgoing migration is marked active the block list does not change. docs/vmm.md. */
 #ifndef FERRY_VMM_INSTANCE_H
 #define FERRY_VMM_INSTANCE_H
 
