@@ -7,12 +7,10 @@
 #include "ferry/vmm/instance.h"
 #include "kvm-test.h"
 
-// clang-format off: cmocka needs these first
-#include <cmocka.h>
+#include <cmocka.h> /* after the three above, which it needs */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-// clang-format on
 
 static const char *fw_path;
 
