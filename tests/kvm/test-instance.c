@@ -7,10 +7,12 @@
 #include "ferry/vmm/instance.h"
 #include "kvm-test.h"
 
-#include <cmocka.h> /* after the three above, which it needs */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <cmocka.h>
+// clang-format on
 
 static const char *fw_path;
 
