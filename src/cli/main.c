@@ -10,6 +10,8 @@ static const FerryCommand *const commands[] = {
     &ferry_cmd_analyze,
     &ferry_cmd_run,
     &ferry_cmd_schema,
+    &ferry_cmd_explore,
+    &ferry_cmd_migrate,
 };
 
 static void usage(FILE *out)

@@ -186,7 +186,14 @@ static uint32_t run_command(FerryMachine *m, uint32_t cmd)
         hp->result[0] = e->action;
         hp->result[1] = e->kind;
         hp->result[2] = e->index;
+        FerryConnector *c = ferry_machine_conn_by_index(m, e->index);
+        bool release = e->action == FERRY_HP_ACTION_REMOVE && c && c->dev &&
+                       c->unplug_requested && c->state == FERRY_CONN_UNUSABLE;
         free(e);
+        /* Removal of a device the guest never allocated: once the guest sees the remove event it
+         * has finished its add job (events are handled in order), so the host releases it. */
+        if (release)
+            ferry_machine_finalize_unplug(m, c);
         ferry_machine_update_line(m);
         return FERRY_HP_ST_OK;
     }

@@ -88,6 +88,9 @@ struct FerryMachine {
     void *irq_opaque;
     FerryDeviceDeletedFn deleted;
     void *deleted_opaque;
+    FerryMachinePolicy policy; /* all false = real behaviour (seeded bad policies: explorer) */
+    bool edge_latch;           /* edge_notify: a pulse is pending until the queue drains */
+    FerryList stash;           /* events_load_append: destination events held during a load */
 };
 
 /* machine.c */
@@ -113,6 +116,11 @@ void ferry_device_token(const FerryDevice *d, uint32_t pos, FerryToken *t);
 extern const FerryDesc ferry_desc_hotplug;
 extern const FerryDesc ferry_desc_connector_v1;
 extern const FerryDesc ferry_desc_connector_v2;
+/* Seeded bad policies (FerryMachinePolicy): same wire format, different load hooks. */
+extern const FerryDesc ferry_desc_connector_v1_keep;
+extern const FerryDesc ferry_desc_connector_v2_keep;
+extern const FerryDesc ferry_desc_hotplug_keep;
+extern const FerryDesc ferry_desc_hotplug_append;
 extern const FerryDesc ferry_desc_cpu;
 extern const FerryDesc ferry_desc_mem;
 extern const FerryDesc ferry_desc_card;

@@ -93,6 +93,7 @@ FerryMachine *ferry_machine_new(const FerryMachineConfig *cfg, FerryError *err)
             m->conn[i].state = FERRY_CONN_UNUSABLE;
         }
     ferry_list_init(&m->hp.events);
+    ferry_list_init(&m->stash);
     /* Boot vCPUs are command-line devices: coldplugged whatever the start state. */
     for (uint32_t b = 0; b < c.boot_cpus; b++) {
         char id[16], slot[16];
@@ -134,6 +135,9 @@ void ferry_machine_free(FerryMachine *m)
     for (uint32_t i = 0; i < m->nconn; i++)
         free(m->conn[i].dev);
     ferry_machine_purge_events(m, UINT32_MAX);
+    FerryLink *l;
+    while ((l = ferry_list_pop_head(&m->stash)))
+        free(ferry_container_of(l, FerryHotplugEvent, link));
     free(m->conn);
     free(m);
 }
@@ -156,8 +160,18 @@ void ferry_machine_set_device_deleted(FerryMachine *m, FerryDeviceDeletedFn fn, 
     m->deleted_opaque = opaque;
 }
 
+void ferry_machine_set_policy(FerryMachine *m, const FerryMachinePolicy *p)
+{
+    m->policy = p ? *p : (FerryMachinePolicy){0};
+    ferry_machine_update_line(m);
+}
+
+FerryMachinePolicy ferry_machine_policy(const FerryMachine *m) { return m->policy; }
+
 bool ferry_machine_irq_level(const FerryMachine *m)
 {
+    if (m->policy.edge_notify)
+        return m->edge_latch; /* seeded bad policy: a pulse, not a level */
     return m->hp.ready && m->hp.events.len > 0;
 }
 
@@ -165,6 +179,8 @@ bool ferry_machine_irq_level(const FerryMachine *m)
  * a reset or a migration can never lose an event (S4, S7, S8). */
 void ferry_machine_update_line(FerryMachine *m)
 {
+    if (m->hp.events.len == 0)
+        m->edge_latch = false; /* edge_notify: the guest's handler drained the queue */
     bool level = ferry_machine_irq_level(m);
     if (level != m->line) {
         m->line = level;
@@ -213,6 +229,8 @@ static int queue_event(FerryMachine *m, uint32_t action, const FerryConnector *c
     e->kind = c->kind;
     e->index = c->index;
     ferry_list_push_tail(&m->hp.events, &e->link);
+    if (m->policy.edge_notify && m->hp.ready)
+        m->edge_latch = true; /* the pulse reaches only a ready guest */
     ferry_machine_update_line(m);
     return 0;
 }
@@ -261,9 +279,11 @@ void ferry_machine_reset(FerryMachine *m)
 void ferry_machine_incoming_prepare(FerryMachine *m)
 {
     /* No unplug can be pending here: device_del in inmigrate removes at once. */
-    for (uint32_t i = 0; i < m->nconn; i++)
-        ferry_machine_conn_reset(m, &m->conn[i]);
-    ferry_machine_purge_events(m, UINT32_MAX);
+    if (!m->policy.keep_dest_connectors)
+        for (uint32_t i = 0; i < m->nconn; i++)
+            ferry_machine_conn_reset(m, &m->conn[i]);
+    if (!m->policy.keep_dest_events && !m->policy.events_load_append)
+        ferry_machine_purge_events(m, UINT32_MAX);
     FerryList events = m->hp.events;
     memset(&m->hp, 0, sizeof(m->hp));
     m->hp.events = events;
@@ -411,7 +431,10 @@ int ferry_machine_device_add(FerryMachine *m, const char *driver, const char *id
     c->dev = dev;
     c->cc_pos = 0;
     c->unplug_requested = false;
-    if (plug_mode[m->run] == PLUG_COLD) {
+    PlugMode mode = plug_mode[m->run];
+    if (m->policy.inmigrate_hotplug && m->run == FERRY_RUN_INMIGRATE)
+        mode = PLUG_HOT; /* seeded bad policy (QEMU before 94fd9cbaa3) */
+    if (mode == PLUG_COLD) {
         c->state = FERRY_CONN_CONFIGURED; /* as if given on the command line: no event */
         return 0;
     }
@@ -463,6 +486,17 @@ int ferry_machine_device_add_opts(FerryMachine *m, const char *opts, FerryError 
     return ferry_machine_device_add(m, driver, id, params, n, err);
 }
 
+static bool add_event_queued(const FerryMachine *m, uint32_t index)
+{
+    FERRY_LIST_FOREACH(&m->hp.events, l)
+    {
+        const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+        if (e->index == index && e->action == FERRY_HP_ACTION_ADD)
+            return true;
+    }
+    return false;
+}
+
 int ferry_machine_device_del(FerryMachine *m, const char *id, FerryError *err)
 {
     if (m->migration_active)
@@ -472,11 +506,17 @@ int ferry_machine_device_del(FerryMachine *m, const char *id, FerryError *err)
         return ferry_error_set(err, -ENOENT, "device '%s' not found", id ? id : "(none)");
     if (c->unplug_requested)
         return ferry_error_set(err, -EBUSY, "device '%s': unplug already in progress", id);
-    if (plug_mode[m->run] == PLUG_COLD || c->state == FERRY_CONN_UNUSABLE) {
-        /* No guest to ask (not running), or the guest never allocated it: release now. */
+    if (plug_mode[m->run] == PLUG_COLD ||
+        (c->state == FERRY_CONN_UNUSABLE && add_event_queued(m, c->index))) {
+        /* No guest to ask (not running), or the guest has not even fetched the add event (it is
+         * purged with the device): release now. */
         ferry_machine_finalize_unplug(m, c);
         return 0;
     }
+    /* Unusable but the add event was fetched: the guest may be about to allocate. Releasing now
+     * would let that stale job allocate a re-added device whose own add event then arrives
+     * twice (found by ferry explore). Ask instead: allocation is refused from now on, and the
+     * release completes when the guest fetches the remove event (hotplug.c). */
     c->unplug_requested = true;
     int rc = queue_event(m, FERRY_HP_ACTION_REMOVE, c);
     if (rc < 0) {

@@ -88,6 +88,8 @@ static void canon_machine(FerryCanon *c, const FerryMachine *m)
         if (cn->dev)
             canon_device(c, cn->dev);
     }
+    if (m->policy.edge_notify)
+        ferry_canon_u32(c, m->edge_latch); /* state only under the seeded edge policy */
     const FerryHotplugState *hp = &m->hp;
     ferry_canon_u32(c, hp->ready);
     ferry_canon_u32(c, hp->selector);
@@ -117,6 +119,7 @@ FerryMachine *ferry_machine_clone(const FerryMachine *m)
     n->deleted = NULL;
     n->deleted_opaque = NULL;
     ferry_list_init(&n->hp.events);
+    ferry_list_init(&n->stash);
     n->conn = malloc(m->nconn * sizeof(*n->conn));
     if (!n->conn)
         goto err_free_machine;
@@ -184,6 +187,8 @@ bool ferry_machine_equal(const FerryMachine *a, const FerryMachine *b)
             (x->dev && !device_equal(x->dev, y->dev)))
             return false;
     }
+    if ((a->policy.edge_notify || b->policy.edge_notify) && a->edge_latch != b->edge_latch)
+        return false; /* state only under the seeded edge policy, as in the hash */
     const FerryHotplugState *p = &a->hp, *q = &b->hp;
     if (p->ready != q->ready || p->selector != q->selector || p->arg != q->arg ||
         p->status != q->status || memcmp(p->result, q->result, sizeof(p->result)) ||

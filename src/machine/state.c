@@ -103,6 +103,55 @@ const FerryDesc ferry_desc_hotplug = {
     .pre_load = hotplug_pre_load,
 };
 
+/* ---- seeded bad policies (FerryMachinePolicy, explorer): same wire format as above ---- */
+
+/* keep_dest_events: the destination's queue survives unless the stream carries one. */
+const FerryDesc ferry_desc_hotplug_keep = {
+    .name = "hotplug",
+    .version = 1,
+    .min_version = 1,
+    .size = sizeof(FerryHotplugState),
+    .fields = hotplug_fields,
+    .subsections = hotplug_subs,
+};
+
+/* events_load_append: QEMU's QTAILQ loader. The destination's events are held aside while the
+ * loader fills the queue, then put back in front: the stream's events end up appended. */
+static int hotplug_append_pre_load(void *opaque, uint32_t version, FerryError *err)
+{
+    (void)version;
+    (void)err;
+    FerryMachine *m = ferry_container_of((FerryHotplugState *)opaque, FerryMachine, hp);
+    FerryLink *l;
+    while ((l = ferry_list_pop_head(&m->hp.events)))
+        ferry_list_push_tail(&m->stash, l);
+    return 0;
+}
+
+static int hotplug_append_post_load(void *opaque, uint32_t version, FerryError *err)
+{
+    (void)version;
+    (void)err;
+    FerryMachine *m = ferry_container_of((FerryHotplugState *)opaque, FerryMachine, hp);
+    FerryLink *l;
+    while ((l = ferry_list_pop_head(&m->hp.events)))
+        ferry_list_push_tail(&m->stash, l);
+    m->hp.events = m->stash;
+    ferry_list_init(&m->stash);
+    return 0;
+}
+
+const FerryDesc ferry_desc_hotplug_append = {
+    .name = "hotplug",
+    .version = 1,
+    .min_version = 1,
+    .size = sizeof(FerryHotplugState),
+    .fields = hotplug_fields,
+    .subsections = hotplug_subs,
+    .pre_load = hotplug_append_pre_load,
+    .post_load = hotplug_append_post_load,
+};
+
 /* ---- connectors ---- */
 
 static bool conn_is_default(const FerryConnector *c)
@@ -158,10 +207,6 @@ static int conn_validate(const FerryConnector *c, FerryError *err)
                                    c->unplug_requested ? " with unplug requested" : "");
         return 0;
     }
-    /* unreachable on a source: an unplug of an unallocated device completes at once */
-    if (c->unplug_requested && c->state == FERRY_CONN_UNUSABLE)
-        return ferry_error_set(err, -EINVAL, "connector 0x%08x: unplug requested in state unusable",
-                               c->index);
     if (c->cc_pos && c->state != FERRY_CONN_UNISOLATE && c->state != FERRY_CONN_CONFIGURED)
         return ferry_error_set(err, -EINVAL,
                                "connector 0x%08x: configure session in state %s", c->index,
@@ -171,6 +216,16 @@ static int conn_validate(const FerryConnector *c, FerryError *err)
                                "connector 0x%08x: configure cursor %u beyond the %u tokens of "
                                "device '%s'",
                                c->index, c->cc_pos, ferry_device_token_count(c->dev), c->dev->id);
+    return 0;
+}
+
+/* keep_dest_connectors: only the wire index is prepared; what the stream omits stays as built. */
+static int conn_keep_pre_load(void *opaque, uint32_t version, FerryError *err)
+{
+    (void)version;
+    (void)err;
+    FerryConnector *c = opaque;
+    c->wire_index = c->index;
     return 0;
 }
 
@@ -236,6 +291,29 @@ const FerryDesc ferry_desc_connector_v2 = {
     .fields = conn_v2_fields,
     .pre_save = conn_pre_save,
     .pre_load = conn_pre_load,
+    .post_load = conn_post_load,
+};
+
+const FerryDesc ferry_desc_connector_v1_keep = {
+    .name = "connector",
+    .version = 1,
+    .min_version = 1,
+    .size = sizeof(FerryConnector),
+    .fields = conn_v1_fields,
+    .subsections = conn_v1_subs,
+    .pre_save = conn_pre_save,
+    .pre_load = conn_keep_pre_load,
+    .post_load = conn_post_load,
+};
+
+const FerryDesc ferry_desc_connector_v2_keep = {
+    .name = "connector",
+    .version = 2,
+    .min_version = 2,
+    .size = sizeof(FerryConnector),
+    .fields = conn_v2_fields,
+    .pre_save = conn_pre_save,
+    .pre_load = conn_keep_pre_load,
     .post_load = conn_post_load,
 };
 
@@ -361,6 +439,25 @@ static const FerryDesc *conn_desc(const FerryMachineType *t)
     return t->connector_state_always ? &ferry_desc_connector_v2 : &ferry_desc_connector_v1;
 }
 
+/* The descriptions a machine migrates with: its type's, unless a seeded bad policy is on. */
+static const FerryDesc *machine_conn_desc(const FerryMachine *m)
+{
+    const FerryMachinePolicy *p = &m->policy;
+    bool v2 = m->type->connector_state_always && !p->conn_state_subsection;
+    if (p->keep_dest_connectors)
+        return v2 ? &ferry_desc_connector_v2_keep : &ferry_desc_connector_v1_keep;
+    return v2 ? &ferry_desc_connector_v2 : &ferry_desc_connector_v1;
+}
+
+static const FerryDesc *machine_hotplug_desc(const FerryMachine *m)
+{
+    if (m->policy.events_load_append)
+        return &ferry_desc_hotplug_append;
+    if (m->policy.keep_dest_events)
+        return &ferry_desc_hotplug_keep;
+    return &ferry_desc_hotplug;
+}
+
 /* ---- registries ---- */
 
 FerryRegistry *ferry_machine_registry(FerryMachine *m, FerryError *err)
@@ -370,11 +467,11 @@ FerryRegistry *ferry_machine_registry(FerryMachine *m, FerryError *err)
         ferry_error_set(err, -ENOMEM, "out of memory building the registry");
         return NULL;
     }
-    if (ferry_registry_add(reg, "hotplug", 0, &ferry_desc_hotplug, &m->hp, err) < 0)
+    if (ferry_registry_add(reg, "hotplug", 0, machine_hotplug_desc(m), &m->hp, err) < 0)
         goto err_free_reg;
     for (uint32_t i = 0; i < m->nconn; i++) {
         FerryConnector *c = &m->conn[i];
-        if (ferry_registry_add(reg, "connector", c->index, conn_desc(m->type), c, err) < 0)
+        if (ferry_registry_add(reg, "connector", c->index, machine_conn_desc(m), c, err) < 0)
             goto err_free_reg;
         if (c->dev && ferry_registry_add(reg, c->dev->type->section, c->slot,
                                          ferry_device_desc(c->dev->type), c->dev, err) < 0)
@@ -415,6 +512,24 @@ int ferry_machine_incoming_finish(FerryMachine *m, FerryError *err)
         int rc = conn_validate(&m->conn[i], err);
         if (rc < 0)
             return rc;
+    }
+    /* An unplug of a device the guest never allocated is pending only while the guest has its
+     * remove event to fetch (the fetch completes it: hotplug.c); without one nothing would. */
+    for (uint32_t i = 0; i < m->nconn; i++) {
+        const FerryConnector *c = &m->conn[i];
+        if (!c->dev || !c->unplug_requested || c->state != FERRY_CONN_UNUSABLE)
+            continue;
+        bool queued = false;
+        FERRY_LIST_FOREACH(&m->hp.events, l)
+        {
+            const FerryHotplugEvent *e = ferry_container_of(l, FerryHotplugEvent, link);
+            queued |= e->index == c->index && e->action == FERRY_HP_ACTION_REMOVE;
+        }
+        if (!queued)
+            return ferry_error_set(err, -EINVAL,
+                                   "connector 0x%08x: unplug requested in state unusable without "
+                                   "a queued remove event",
+                                   c->index);
     }
     FERRY_LIST_FOREACH(&m->hp.events, l)
     {

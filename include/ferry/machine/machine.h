@@ -32,6 +32,32 @@ typedef struct FerryMachineConfig {
     size_t ndevices;
 } FerryMachineConfig;
 
+/* Seeded bad policies, for testing the explorer (docs/explorer.md). All false (the default) is
+ * Ferry's real behaviour; each switch replaces one rule of DESIGN §4/§5 by what QEMU or a naive
+ * implementation did. Never set outside explorers and their tests. */
+typedef struct FerryMachinePolicy {
+    /* QEMU's QTAILQ loader: the destination's event queue is not cleared before the load
+     * (neither by incoming_prepare nor by the section's pre_load) and the stream's events are
+     * appended to it instead of replacing it. */
+    bool events_load_append;
+    /* QEMU before 94fd9cbaa3: device_add in inmigrate takes the hotplug path (connector left
+     * unusable, add event queued) instead of coldplugging. */
+    bool inmigrate_hotplug;
+    /* The notification is a pulse when an event is queued while the guest is ready (latched
+     * until the guest drains the queue), not a level: nothing re-asserts it at ready, and the
+     * latch is not migrated. */
+    bool edge_notify;
+    /* Every machine type sends connector state only in a subsection when it differs from the
+     * presence default (ferry-1.0's rule applied to ferry-2.0). */
+    bool conn_state_subsection;
+    /* The destination keeps its own pre-stream connector states (no reset from presence in
+     * incoming_prepare or the connector's pre_load): what the stream omits stays as built. */
+    bool keep_dest_connectors;
+    /* The destination keeps its pre-stream event queue (no purge before the load); a loaded
+     * queue still replaces it. */
+    bool keep_dest_events;
+} FerryMachinePolicy;
+
 /* Level of the guest notification line changed (asserted iff events queued && guest ready). */
 typedef void (*FerryIrqFn)(void *opaque, bool level);
 /* A device was unrealized and freed (QMP DEVICE_DELETED); `id` and `path` valid during the call. */
@@ -53,6 +79,11 @@ void ferry_machine_reset(FerryMachine *m);
 /* An outgoing migration is in setup or active: device_add/device_del are refused meanwhile. */
 void ferry_machine_set_migration_active(FerryMachine *m, bool active);
 bool ferry_machine_migration_active(const FerryMachine *m);
+
+/* Switch seeded bad policies (copied by ferry_machine_clone; not part of equality or hash).
+ * Set it before adding devices or loading a stream. */
+void ferry_machine_set_policy(FerryMachine *m, const FerryMachinePolicy *p);
+FerryMachinePolicy ferry_machine_policy(const FerryMachine *m);
 
 /* Callbacks (may be NULL). Not copied by ferry_machine_clone. */
 void ferry_machine_set_irq(FerryMachine *m, FerryIrqFn fn, void *opaque);
