@@ -43,7 +43,6 @@ struct FerryInstance {
     MemSlot mem[MAX_SLOTS];
     uint32_t ncpu, nmem;
     FerryVmState *vm_pristine; /* irqchip state at creation, restored by reset */
-    bool migration_active;
     bool autostart;
     FerryInstanceListener listener;
     void *listener_opaque;
@@ -216,7 +215,7 @@ static unsigned apply_locked(FerryInstance *in, FerryVcpu **stop)
                 ms->mapped = true;
             continue;
         }
-        if (!ms->mapped || in->migration_active || ci.device_id)
+        if (!ms->mapped || ferry_machine_migration_active(m) || ci.device_id)
             continue;
         if (ferry_vm_ram_remove(in->vm, ms->memslot, &err) < 0)
             notify_error(in, err.msg);
@@ -718,7 +717,8 @@ int ferry_instance_device_add(FerryInstance *in, const char *driver, const char 
     FerryVcpu *stop[MAX_SLOTS];
     pthread_mutex_lock(&in->lock);
     int slot = -1, r = 0;
-    bool mem = driver && !strcmp(driver, "mem-block") && !in->migration_active;
+    bool mem =
+        driver && !strcmp(driver, "mem-block") && !ferry_machine_migration_active(in->machine);
     if (mem)
         r = mem_prepare(in, id, params, nparams, &slot, err);
     if (r == 0)
@@ -799,7 +799,6 @@ void ferry_instance_set_migration_active(FerryInstance *in, bool active)
 {
     FerryVcpu *stop[MAX_SLOTS];
     pthread_mutex_lock(&in->lock);
-    in->migration_active = active;
     ferry_machine_set_migration_active(in->machine, active);
     unsigned n = apply_locked(in, stop); /* deferred memslot removals happen now */
     unlock_and_stop(in, stop, n);

@@ -91,6 +91,9 @@ void ferry_instance_set_listener(FerryInstance *inst, FerryInstanceListener fn, 
 
 /* Borrowed parts. Hold ferry_instance_lock while touching the machine directly. */
 FerryVm *ferry_instance_vm(FerryInstance *inst);
+/* Every vCPU ever created, including parked ones (released, or boot APs the guest has not
+ * started): prefer ferry_instance_vcpu_count/_at for what runs. */
+FerryVcpus *ferry_instance_vcpus(FerryInstance *inst);
 FerryMachine *ferry_instance_machine(FerryInstance *inst);
 FerrySerial *ferry_instance_serial(FerryInstance *inst); /* NULL when serial_fd was -1 */
 void ferry_instance_lock(FerryInstance *inst);
@@ -132,7 +135,8 @@ bool ferry_instance_mem_hotplugged(FerryInstance *inst, uint32_t slot);
 
 /* An outgoing migration is in setup/active: device_add/device_del refused, and memslots of
  * released memory blocks stay mapped until it ends (the RAM block list does not change under
- * the migration engine). */
+ * the migration engine). Same as ferry_machine_set_migration_active under the lock, plus the
+ * deferred memslot removals at once when it ends. */
 void ferry_instance_set_migration_active(FerryInstance *inst, bool active);
 
 /* ---- vCPUs (migration) ---- */
