@@ -240,6 +240,12 @@ def case_qmp_robustness(d):
     check(not vm.execute("query-memory-devices"), "no stray device from refused device_add")
     r = vm.command("cont")
     check("return" in r, "cont while running is a no-op: %s" % r)
+    # A client that vanishes mid-command, then a new one: the process and the VM carry on.
+    vm.send_raw(b'{"execute": "query-hotpluggable-cpus"}\n{"execute": "query-sta')
+    vm.sock.close()
+    vm.buf = b""
+    vm._connect()
+    check(vm.execute("query-status")["status"] == "running", "new client after a cut one")
     rc, out, err = vm.quit()
     check(rc == 0 and "SHUTDOWN" not in err, "quit after abuse: %d %s" % (rc, err))
 
