@@ -865,6 +865,33 @@ int ferry_instance_incoming_done(FerryInstance *in, bool run, FerryError *err)
     return r;
 }
 
+void ferry_instance_migration_stop(FerryInstance *in)
+{
+    ferry_vcpus_pause(in->vcpus);
+    if (ferry_instance_runstate(in) == FERRY_RUN_RUNNING) {
+        FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_STOP};
+        notify(in, &info);
+    }
+}
+
+void ferry_instance_migration_resume(FerryInstance *in)
+{
+    if (ferry_instance_runstate(in) != FERRY_RUN_RUNNING)
+        return;
+    ferry_vcpus_resume(in->vcpus);
+    FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_RESUME};
+    notify(in, &info);
+}
+
+int ferry_instance_outgoing_done(FerryInstance *in, FerryError *err)
+{
+    pthread_mutex_lock(&in->ops);
+    ferry_vcpus_pause(in->vcpus);
+    int r = run_event(in, FERRY_RUN_EV_OUTGOING_DONE, err);
+    pthread_mutex_unlock(&in->ops);
+    return r;
+}
+
 int ferry_instance_incoming_failed(FerryInstance *in, FerryError *err)
 {
     pthread_mutex_lock(&in->ops);

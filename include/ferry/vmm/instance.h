@@ -119,6 +119,14 @@ bool ferry_instance_autostart(FerryInstance *inst);
 void ferry_instance_pause_vcpus(FerryInstance *inst);
 void ferry_instance_resume_vcpus(FerryInstance *inst);
 
+/* Source side of a migration (QEMU's behaviour): stop-and-copy pauses the vCPUs and emits STOP
+ * when the VM was running (the run state stays, as QEMU's finish-migrate is not modelled); a
+ * failed or cancelled migration resumes a running VM and emits RESUME; a completed one moves
+ * to postmigrate with the vCPUs left paused. */
+void ferry_instance_migration_stop(FerryInstance *inst);
+void ferry_instance_migration_resume(FerryInstance *inst);
+int ferry_instance_outgoing_done(FerryInstance *inst, FerryError *err);
+
 /* ---- devices (DESIGN §4 table, QMP device_add/device_del) ---- */
 /* Memory blocks get their 128 MiB memslot here, before the guest can learn of them; refused
  * past maxmem. Errors are the machine's (unknown driver, duplicate id, migration active). */
