@@ -15,5 +15,6 @@ extern const FerryCommand ferry_cmd_analyze;
 extern const FerryCommand ferry_cmd_run;
 extern const FerryCommand ferry_cmd_schema;
 extern const FerryCommand ferry_cmd_explore;
+extern const FerryCommand ferry_cmd_migrate;
 
 #endif

@@ -11,6 +11,7 @@ static const FerryCommand *const commands[] = {
     &ferry_cmd_run,
     &ferry_cmd_schema,
     &ferry_cmd_explore,
+    &ferry_cmd_migrate,
 };
 
 static void usage(FILE *out)

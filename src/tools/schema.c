@@ -1,11 +1,11 @@
 /* `ferry schema <subcommand>`: a small dispatcher so each schema tool (check, dump, ...) is one
  * table entry with its own file. */
-#include <stdio.h>
-#include <string.h>
-
 #include "commands.h"
 #include "schema_check.h"
 #include "schema_dump.h"
+
+#include <stdio.h>
+#include <string.h>
 
 typedef struct SchemaSub {
     const char *name;

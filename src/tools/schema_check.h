@@ -4,15 +4,15 @@
 #ifndef FERRY_TOOLS_SCHEMA_CHECK_H
 #define FERRY_TOOLS_SCHEMA_CHECK_H
 
+#include "ferry/error.h"
+#include "ferry/state/state.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ferry/error.h"
-#include "ferry/state/state.h"
-
 /* ---- JSON (schema_json.c) -------------------------------------------------------------------
- * A small DOM parser made for multi-megabyte dumps: the input buffer is decoded in place
+ * A small DOM parser (used for Ferry schemas): the input buffer is decoded in place
  * (strings point into it), nodes live in an arena, and nesting depth is bounded so hostile
  * input cannot exhaust the stack. */
 typedef enum FerryJsonType {
@@ -40,6 +40,60 @@ struct FerryJson {
 };
 
 typedef struct FerryJsonDoc FerryJsonDoc;
+
+/* The scanner under the DOM parser, also used by streaming loaders (schema_model.c reads QEMU
+ * dumps straight into the model). `buf` has its NUL at `end` and FERRY_JSON_PADDING bytes. */
+typedef struct FerryJsonCursor {
+    char *buf, *p, *end;
+    FerryError *err;
+} FerryJsonCursor;
+
+/* Pretty-printed dumps are half indentation: runs of spaces are skipped a word at a time (the
+ * padding after the NUL keeps the loads inside the buffer). */
+static inline char *ferry_json__skip_spaces(char *p)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (;;) {
+        uint64_t w;
+        __builtin_memcpy(&w, p, sizeof(w));
+        uint64_t x = w ^ 0x2020202020202020ull;
+        if (x)
+            return p + (__builtin_ctzll(x) >> 3);
+        p += 8;
+    }
+#else
+    while (*p == ' ')
+        p++;
+    return p;
+#endif
+}
+
+static inline void ferry_json_skip_ws(FerryJsonCursor *c)
+{
+    char *p = c->p;
+    for (;;) {
+        char ch = *p;
+        if (ch == ' ')
+            p = ferry_json__skip_spaces(p);
+        else if (ch == '\n' || ch == '\t' || ch == '\r')
+            p++;
+        else
+            break;
+    }
+    c->p = p;
+}
+
+/* Record "line L, column C: what" at the cursor; returns -EINVAL. */
+int ferry_json_cursor_fail(FerryJsonCursor *c, const char *what);
+/* At an opening quote: decode in place, NUL-terminate, point *out into the buffer. */
+int ferry_json_cursor_string(FerryJsonCursor *c, const char **out, uint32_t *len);
+/* Without writing: the raw length of the string at the cursor (its opening quote) and whether it
+ * has escapes, so a caller can copy it (no escapes: the raw bytes are the text) or decode it
+ * elsewhere with ferry_json_cursor_string_to (`dst`: raw length + 1 bytes). */
+int ferry_json_cursor_span(FerryJsonCursor *c, size_t *raw_len, bool *escaped);
+int ferry_json_cursor_string_to(FerryJsonCursor *c, char *dst, const char **out, uint32_t *len);
+/* At a number: fills v (FERRY_JSON_INT, or FERRY_JSON_REAL when fractional or too large). */
+int ferry_json_cursor_number(FerryJsonCursor *c, FerryJson *v);
 #define FERRY_JSON_MAX_DEPTH 128
 /* Bytes a parse buffer needs after its `len` bytes of text (word-at-a-time scanning). */
 #define FERRY_JSON_PADDING 16
@@ -63,16 +117,16 @@ typedef struct FerrySchemaDesc FerrySchemaDesc;
 
 typedef struct FerrySchemaField {
     const char *name;
-    bool typed;             /* Ferry: type and array are known; QEMU dumps only give a size */
+    bool typed; /* Ferry: type and array are known; QEMU dumps only give a size */
     FerryType type;
     FerryArrayKind array;
-    bool count_known;       /* Ferry, or QEMU >= 8.1 "num" */
-    uint64_t size;          /* one element in memory; buffer/string capacity */
-    uint64_t count;         /* FIXED length or VAR capacity */
-    uint64_t max;           /* ALLOC / LIST load bound */
-    const char *count_field; /* NULL if none */
-    uint32_t since;         /* QEMU field version_id */
-    bool exists;            /* has an existence predicate */
+    bool count_known;            /* Ferry, or QEMU >= 8.1 "num" */
+    uint64_t size;               /* one element in memory; buffer/string capacity */
+    uint64_t count;              /* FIXED length or VAR capacity */
+    uint64_t max;                /* ALLOC / LIST load bound */
+    const char *count_field;     /* NULL if none */
+    uint32_t since;              /* QEMU field version_id */
+    bool exists;                 /* has an existence predicate */
     const FerrySchemaDesc *desc; /* nested (struct, list element), else NULL */
 } FerrySchemaField;
 
@@ -108,8 +162,20 @@ typedef struct FerrySchemaDoc FerrySchemaDoc;
 /* Load a file, auto-detecting the format. Caller frees. Errors name the file and the JSON path
  * ("new.json: $.sections[2].description.fields[0].type: unknown type \"u128\""). */
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err);
-/* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is used in
- * messages (borrowed, copied). */
+/* A file's bytes, with FERRY_JSON_PADDING readable zero bytes after them: a read-only mapping
+ * or a heap copy. Release with ferry_schema_input_release (unless a load took it). */
+typedef struct FerrySchemaInput {
+    char *buf;
+    size_t len;
+    size_t map_len; /* non-zero: buf is a mapping */
+} FerrySchemaInput;
+int ferry_schema_input_open(const char *path, FerrySchemaInput *in, FerryError *err);
+void ferry_schema_input_release(FerrySchemaInput *in);
+/* Load from an input; takes ownership of it (released on success and on failure). */
+FerrySchemaDoc *ferry_schema_doc_load_input(const char *name, FerrySchemaInput *in,
+                                            FerryError *err);
+/* Same from memory; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes). `name` is
+ * used in messages (borrowed, copied). */
 FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
                                              FerryError *err);
 void ferry_schema_doc_free(FerrySchemaDoc *doc);
@@ -141,13 +207,13 @@ typedef enum FerrySchemaDirection {
 typedef struct FerrySchemaFinding {
     FerrySchemaDirection direction;
     FerrySchemaSeverity severity;
-    const char *rule;  /* stable id, e.g. "field-appended" (docs/compatibility.md) */
-    char *section;     /* section name ("" for document-level findings) */
+    const char *rule; /* stable id, e.g. "field-appended" (docs/compatibility.md) */
+    char *section;    /* section name ("" for document-level findings) */
     uint32_t instance;
-    char *path;        /* description.field{subsection}.field ... ("" at section level) */
-    char *message;     /* what differs */
-    char *why;         /* why it breaks (or why it does not) */
-    char *fix;         /* how to fix it ("" when nothing to do) */
+    char *path;    /* description.field{subsection}.field ... ("" at section level) */
+    char *message; /* what differs */
+    char *why;     /* why it breaks (or why it does not) */
+    char *fix;     /* how to fix it ("" when nothing to do) */
 } FerrySchemaFinding;
 
 typedef struct FerrySchemaReport FerrySchemaReport;

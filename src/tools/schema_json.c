@@ -1,10 +1,10 @@
-/* In-place JSON DOM parser for schema dumps (QEMU -dump-vmstate files are ~800 KB each).
- * Strings are unescaped inside the caller's buffer, nodes come from an arena: one pass, no copies. */
+/* JSON scanner (cursor) and an in-place DOM parser on top of it, for schema files: strings are
+ * unescaped inside the caller's buffer, nodes come from an arena. QEMU dumps skip the DOM. */
+#include "schema_check.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "schema_check.h"
 
 typedef struct Chunk {
     struct Chunk *next;
@@ -19,7 +19,7 @@ struct FerryJsonDoc {
 };
 
 typedef struct Parser {
-    char *buf, *p, *end;
+    FerryJsonCursor c;
     FerryJsonDoc *doc;
     FerryJson *stack; /* children of open arrays/objects, copied to the arena on close */
     size_t depth_stack, stack_cap;
@@ -45,7 +45,7 @@ static void *arena_alloc(FerryJsonDoc *doc, size_t bytes)
     return r;
 }
 
-static int fail(Parser *ps, const char *what)
+int ferry_json_cursor_fail(FerryJsonCursor *ps, const char *what)
 {
     size_t line = 1, col = 1;
     for (const char *q = ps->buf; q < ps->p && q < ps->end; q++) {
@@ -59,48 +59,13 @@ static int fail(Parser *ps, const char *what)
     return ferry_error_set(ps->err, -EINVAL, "line %zu, column %zu: %s", line, col, what);
 }
 
-/* Pretty-printed dumps are half indentation: skip runs of spaces a word at a time. The buffer
- * carries FERRY_JSON_PADDING bytes after its NUL, so the word loads stay inside it. */
-static inline char *skip_spaces(char *p)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (;;) {
-        uint64_t w;
-        memcpy(&w, p, sizeof(w));
-        uint64_t x = w ^ 0x2020202020202020ull;
-        if (x)
-            return p + (__builtin_ctzll(x) >> 3);
-        p += 8;
-    }
-#else
-    while (*p == ' ')
-        p++;
-    return p;
-#endif
-}
-
-static inline void skip_ws(Parser *ps)
-{
-    char *p = ps->p;
-    for (;;) {
-        char c = *p;
-        if (c == ' ')
-            p = skip_spaces(p);
-        else if (c == '\n' || c == '\t' || c == '\r')
-            p++;
-        else
-            break;
-    }
-    ps->p = p;
-}
-
 static int push(Parser *ps, FerryJson **out)
 {
     if (ps->depth_stack == ps->stack_cap) {
         size_t cap = ps->stack_cap ? ps->stack_cap * 2 : 1024;
         FerryJson *s = realloc(ps->stack, cap * sizeof(*s));
         if (!s)
-            return ferry_error_set(ps->err, -ENOMEM, "out of memory");
+            return ferry_error_set(ps->c.err, -ENOMEM, "out of memory");
         ps->stack = s;
         ps->stack_cap = cap;
     }
@@ -120,13 +85,13 @@ static int hexval(char c)
     return -1;
 }
 
-static int read_hex4(Parser *ps, const char *q, unsigned *out)
+static int read_hex4(FerryJsonCursor *ps, const char *q, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         int h = q + i < ps->end ? hexval(q[i]) : -1;
         if (h < 0)
-            return fail(ps, "invalid \\u escape");
+            return ferry_json_cursor_fail(ps, "invalid \\u escape");
         v = v << 4 | (unsigned)h;
     }
     *out = v;
@@ -134,24 +99,32 @@ static int read_hex4(Parser *ps, const char *q, unsigned *out)
 }
 
 /* ps->p is on the opening quote. Decodes in place and NUL-terminates (over the closing quote). */
-static int parse_string(Parser *ps, const char **out, uint32_t *len)
+/* Decodes the string at ps->p (its opening quote) into `dst`, or in place when `dst` is NULL
+ * (decoded text is never longer than its encoding). `dst` holds at least the raw length + 1. */
+static int decode_string(FerryJsonCursor *ps, char *dst, const char **out, uint32_t *len)
 {
     char *start = ++ps->p, *r = start, *w;
     unsigned char c;
     while ((c = (unsigned char)*r) != '"' && c != '\\' && c >= 0x20)
         r++;
-    w = r;
+    if (dst) {
+        memcpy(dst, start, (size_t)(r - start));
+        w = dst + (r - start);
+        start = dst;
+    } else {
+        w = r;
+    }
     for (;;) {
         c = (unsigned char)*r;
         if (c == '"')
             break;
         if (r >= ps->end) {
             ps->p = r;
-            return fail(ps, "unterminated string");
+            return ferry_json_cursor_fail(ps, "unterminated string");
         }
         if (c < 0x20) {
             ps->p = r;
-            return fail(ps, "control character in string");
+            return ferry_json_cursor_fail(ps, "control character in string");
         }
         if (c != '\\') {
             *w++ = (char)c;
@@ -160,14 +133,30 @@ static int parse_string(Parser *ps, const char **out, uint32_t *len)
         }
         ps->p = r;
         switch (r + 1 < ps->end ? r[1] : 0) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; break;
-        case '/': *w++ = '/'; break;
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
+        case '"':
+            *w++ = '"';
+            break;
+        case '\\':
+            *w++ = '\\';
+            break;
+        case '/':
+            *w++ = '/';
+            break;
+        case 'b':
+            *w++ = '\b';
+            break;
+        case 'f':
+            *w++ = '\f';
+            break;
+        case 'n':
+            *w++ = '\n';
+            break;
+        case 'r':
+            *w++ = '\r';
+            break;
+        case 't':
+            *w++ = '\t';
+            break;
         case 'u': {
             unsigned cp, lo;
             int rc = read_hex4(ps, r + 2, &cp);
@@ -177,14 +166,14 @@ static int parse_string(Parser *ps, const char **out, uint32_t *len)
             if (cp >= 0xd800 && cp < 0xdc00) {
                 if (r + 2 >= ps->end || r[2] != '\\' || r[3] != 'u' ||
                     read_hex4(ps, r + 4, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff)
-                    return fail(ps, "unpaired UTF-16 surrogate in \\u escape");
+                    return ferry_json_cursor_fail(ps, "unpaired UTF-16 surrogate in \\u escape");
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 r += 6;
             } else if (cp >= 0xdc00 && cp < 0xe000) {
-                return fail(ps, "unpaired UTF-16 surrogate in \\u escape");
+                return ferry_json_cursor_fail(ps, "unpaired UTF-16 surrogate in \\u escape");
             }
             if (cp == 0)
-                return fail(ps, "NUL character (\\u0000) in string");
+                return ferry_json_cursor_fail(ps, "NUL character (\\u0000) in string");
             if (cp < 0x80) {
                 *w++ = (char)cp;
             } else if (cp < 0x800) {
@@ -203,12 +192,12 @@ static int parse_string(Parser *ps, const char **out, uint32_t *len)
             break;
         }
         default:
-            return fail(ps, "invalid escape in string");
+            return ferry_json_cursor_fail(ps, "invalid escape in string");
         }
         r += 2;
     }
     if ((size_t)(w - start) > UINT32_MAX)
-        return fail(ps, "string too long");
+        return ferry_json_cursor_fail(ps, "string too long");
     *len = (uint32_t)(w - start);
     *w = '\0';
     ps->p = r + 1;
@@ -216,7 +205,42 @@ static int parse_string(Parser *ps, const char **out, uint32_t *len)
     return 0;
 }
 
-static int parse_number(Parser *ps, FerryJson *v)
+int ferry_json_cursor_string(FerryJsonCursor *ps, const char **out, uint32_t *len)
+{
+    return decode_string(ps, NULL, out, len);
+}
+
+int ferry_json_cursor_span(FerryJsonCursor *ps, size_t *raw_len, bool *escaped)
+{
+    const char *start = ps->p + 1, *r = start;
+    unsigned char c0;
+    while ((c0 = (unsigned char)*r) != '"' && c0 != '\\' && c0 >= 0x20)
+        r++;
+    *escaped = c0 == '\\';
+    for (;;) {
+        unsigned char c = (unsigned char)*r;
+        if (c == '"')
+            break;
+        if (r >= ps->end) {
+            ps->p = (char *)r;
+            return ferry_json_cursor_fail(ps, "unterminated string");
+        }
+        if (c < 0x20) {
+            ps->p = (char *)r;
+            return ferry_json_cursor_fail(ps, "control character in string");
+        }
+        r += c == '\\' && r + 1 < ps->end ? 2 : 1;
+    }
+    *raw_len = (size_t)(r - start);
+    return 0;
+}
+
+int ferry_json_cursor_string_to(FerryJsonCursor *ps, char *dst, const char **out, uint32_t *len)
+{
+    return decode_string(ps, dst, out, len);
+}
+
+int ferry_json_cursor_number(FerryJsonCursor *ps, FerryJson *v)
 {
     char *s = ps->p, *q = s;
     bool neg = false, real = false;
@@ -225,9 +249,9 @@ static int parse_number(Parser *ps, FerryJson *v)
         q++;
     }
     if (!(*q >= '0' && *q <= '9'))
-        return fail(ps, "invalid number");
+        return ferry_json_cursor_fail(ps, "invalid number");
     if (*q == '0' && q[1] >= '0' && q[1] <= '9')
-        return fail(ps, "invalid number (leading zero)");
+        return ferry_json_cursor_fail(ps, "invalid number (leading zero)");
     uint64_t acc = 0;
     bool overflow = false;
     while (*q >= '0' && *q <= '9') {
@@ -242,7 +266,7 @@ static int parse_number(Parser *ps, FerryJson *v)
         real = true;
         q++;
         if (!(*q >= '0' && *q <= '9'))
-            return fail(ps, "invalid number (digit expected after '.')");
+            return ferry_json_cursor_fail(ps, "invalid number (digit expected after '.')");
         while (*q >= '0' && *q <= '9')
             q++;
     }
@@ -252,7 +276,7 @@ static int parse_number(Parser *ps, FerryJson *v)
         if (*q == '+' || *q == '-')
             q++;
         if (!(*q >= '0' && *q <= '9'))
-            return fail(ps, "invalid number (digit expected in exponent)");
+            return ferry_json_cursor_fail(ps, "invalid number (digit expected in exponent)");
         while (*q >= '0' && *q <= '9')
             q++;
     }
@@ -275,9 +299,9 @@ static int parse_container(Parser *ps, size_t slot, unsigned depth, bool object)
     char close = object ? '}' : ']';
     size_t base = ps->depth_stack;
     int rc;
-    ps->p++;
-    skip_ws(ps);
-    if (*ps->p != close) {
+    ps->c.p++;
+    ferry_json_skip_ws(&ps->c);
+    if (*ps->c.p != close) {
         for (;;) {
             FerryJson *child;
             if ((rc = push(ps, &child)) < 0)
@@ -286,39 +310,40 @@ static int parse_container(Parser *ps, size_t slot, unsigned depth, bool object)
             if (object) {
                 const char *key;
                 uint32_t klen;
-                if (*ps->p != '"')
-                    return fail(ps, "expected a string (object key)");
-                if ((rc = parse_string(ps, &key, &klen)) < 0)
+                if (*ps->c.p != '"')
+                    return ferry_json_cursor_fail(&ps->c, "expected a string (object key)");
+                if ((rc = ferry_json_cursor_string(&ps->c, &key, &klen)) < 0)
                     return rc;
                 ps->stack[cslot].key = key;
-                skip_ws(ps);
-                if (*ps->p != ':')
-                    return fail(ps, "expected ':' after an object key");
-                ps->p++;
-                skip_ws(ps);
+                ferry_json_skip_ws(&ps->c);
+                if (*ps->c.p != ':')
+                    return ferry_json_cursor_fail(&ps->c, "expected ':' after an object key");
+                ps->c.p++;
+                ferry_json_skip_ws(&ps->c);
             }
             if ((rc = parse_value(ps, cslot, depth + 1)) < 0)
                 return rc;
-            skip_ws(ps);
-            if (*ps->p == ',') {
-                ps->p++;
-                skip_ws(ps);
+            ferry_json_skip_ws(&ps->c);
+            if (*ps->c.p == ',') {
+                ps->c.p++;
+                ferry_json_skip_ws(&ps->c);
                 continue;
             }
-            if (*ps->p == close)
+            if (*ps->c.p == close)
                 break;
-            return fail(ps, object ? "expected ',' or '}'" : "expected ',' or ']'");
+            return ferry_json_cursor_fail(&ps->c,
+                                          object ? "expected ',' or '}'" : "expected ',' or ']'");
         }
     }
-    ps->p++;
+    ps->c.p++;
     size_t n = ps->depth_stack - base;
     if (n > UINT32_MAX)
-        return fail(ps, "too many items");
+        return ferry_json_cursor_fail(&ps->c, "too many items");
     FerryJson *items = NULL;
     if (n) {
         items = arena_alloc(ps->doc, n * sizeof(*items));
         if (!items)
-            return ferry_error_set(ps->err, -ENOMEM, "out of memory");
+            return ferry_error_set(ps->c.err, -ENOMEM, "out of memory");
         memcpy(items, &ps->stack[base], n * sizeof(*items));
     }
     ps->depth_stack = base;
@@ -332,8 +357,8 @@ static int parse_container(Parser *ps, size_t slot, unsigned depth, bool object)
 static int parse_value(Parser *ps, size_t slot, unsigned depth)
 {
     if (depth > FERRY_JSON_MAX_DEPTH)
-        return fail(ps, "nesting too deep");
-    char c = *ps->p;
+        return ferry_json_cursor_fail(&ps->c, "nesting too deep");
+    char c = *ps->c.p;
     FerryJson *v = &ps->stack[slot];
     switch (c) {
     case '{':
@@ -342,7 +367,7 @@ static int parse_value(Parser *ps, size_t slot, unsigned depth)
     case '"': {
         const char *s;
         uint32_t len;
-        int rc = parse_string(ps, &s, &len);
+        int rc = ferry_json_cursor_string(&ps->c, &s, &len);
         if (rc < 0)
             return rc;
         v = &ps->stack[slot];
@@ -352,31 +377,32 @@ static int parse_value(Parser *ps, size_t slot, unsigned depth)
         return 0;
     }
     case 't':
-        if (ps->end - ps->p >= 4 && !memcmp(ps->p, "true", 4)) {
+        if (ps->c.end - ps->c.p >= 4 && !memcmp(ps->c.p, "true", 4)) {
             v->type = FERRY_JSON_TRUE;
-            ps->p += 4;
+            ps->c.p += 4;
             return 0;
         }
         break;
     case 'f':
-        if (ps->end - ps->p >= 5 && !memcmp(ps->p, "false", 5)) {
+        if (ps->c.end - ps->c.p >= 5 && !memcmp(ps->c.p, "false", 5)) {
             v->type = FERRY_JSON_FALSE;
-            ps->p += 5;
+            ps->c.p += 5;
             return 0;
         }
         break;
     case 'n':
-        if (ps->end - ps->p >= 4 && !memcmp(ps->p, "null", 4)) {
+        if (ps->c.end - ps->c.p >= 4 && !memcmp(ps->c.p, "null", 4)) {
             v->type = FERRY_JSON_NULL;
-            ps->p += 4;
+            ps->c.p += 4;
             return 0;
         }
         break;
     default:
         if (c == '-' || (c >= '0' && c <= '9'))
-            return parse_number(ps, v);
+            return ferry_json_cursor_number(&ps->c, v);
     }
-    return fail(ps, ps->p >= ps->end ? "unexpected end of input" : "unexpected character");
+    return ferry_json_cursor_fail(&ps->c, ps->c.p >= ps->c.end ? "unexpected end of input"
+                                                               : "unexpected character");
 }
 
 FerryJsonDoc *ferry_json_parse(char *buf, size_t len, FerryError *err)
@@ -391,17 +417,17 @@ FerryJsonDoc *ferry_json_parse(char *buf, size_t len, FerryError *err)
     /* The scanners stop on NUL (never valid JSON outside strings); the padding after it only
      * has to be readable. */
     memset(buf + len, 0, FERRY_JSON_PADDING);
-    Parser ps = {.buf = buf, .p = buf, .end = buf + len, .doc = doc, .err = err};
+    Parser ps = {.c = {.buf = buf, .p = buf, .end = buf + len, .err = err}, .doc = doc};
     FerryJson *root;
     int rc = push(&ps, &root);
     if (rc == 0) {
-        skip_ws(&ps);
+        ferry_json_skip_ws(&ps.c);
         rc = parse_value(&ps, 0, 0);
     }
     if (rc == 0) {
-        skip_ws(&ps);
-        if (ps.p != ps.end)
-            rc = fail(&ps, "unexpected data after the JSON value");
+        ferry_json_skip_ws(&ps.c);
+        if (ps.c.p != ps.c.end)
+            rc = ferry_json_cursor_fail(&ps.c, "unexpected data after the JSON value");
     }
     if (rc == 0)
         doc->root = ps.stack[0];

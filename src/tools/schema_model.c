@@ -1,13 +1,16 @@
 /* Builds the checker's model (sections -> descriptions -> fields/subsections) from a QEMU
  * -dump-vmstate file or a Ferry schema file, so one rule engine serves both formats. */
+#include "ferry/state/schema.h"
+#include "schema_check.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-
-#include "ferry/state/schema.h"
-#include "schema_check.h"
+#include <unistd.h>
 
 typedef struct MChunk {
     struct MChunk *next;
@@ -19,7 +22,7 @@ struct FerrySchemaDoc {
     FerrySchemaFormat format;
     char *name;
     const char *machine;
-    FerryJsonDoc *json; /* strings of the model point into it */
+    FerryJsonDoc *json; /* Ferry: strings of the model point into it */
     FerrySchemaSection *sections;
     size_t nsections;
     long *index; /* open addressing over (name, instance); -1 empty */
@@ -39,7 +42,18 @@ typedef struct Loader {
     FerryError *err;
 } Loader;
 
+static void *model_alloc_raw(FerrySchemaDoc *doc, size_t bytes);
+
 static void *model_alloc(FerrySchemaDoc *doc, size_t bytes)
+{
+    void *r = model_alloc_raw(doc, bytes);
+    if (r)
+        memset(r, 0, bytes);
+    return r;
+}
+
+/* Uninitialised: strings are copied in whole. */
+static void *model_alloc_raw(FerrySchemaDoc *doc, size_t bytes)
 {
     bytes = (bytes + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
     if (bytes == 0)
@@ -57,7 +71,6 @@ static void *model_alloc(FerrySchemaDoc *doc, size_t bytes)
     }
     void *r = (char *)c->data + c->used;
     c->used += bytes;
-    memset(r, 0, bytes);
     return r;
 }
 
@@ -104,63 +117,9 @@ __attribute__((format(printf, 3, 4))) static int bad(Loader *ld, const PathFrame
 
 static const char *json_type_name(const FerryJson *v)
 {
-    static const char *const names[] = {"null",   "false",  "true",  "an integer",
+    static const char *const names[] = {"null",   "false",    "true",     "an integer",
                                         "a real", "a string", "an array", "an object"};
     return names[v->type];
-}
-
-/* Typed readers of one member value `v` named `key` inside `at`. */
-static int val_uint(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
-                    uint64_t max, uint64_t *out)
-{
-    PathFrame here = {at, key, 0};
-    if (v->type != FERRY_JSON_INT)
-        return bad(ld, &here, "expected an integer, got %s", json_type_name(v));
-    if (v->u.i < 0 || (uint64_t)v->u.i > max)
-        return bad(ld, &here, "integer %lld out of range 0..%llu", (long long)v->u.i,
-                   (unsigned long long)max);
-    *out = (uint64_t)v->u.i;
-    return 1;
-}
-
-static int val_u32(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
-                   uint32_t *out)
-{
-    uint64_t x = 0;
-    int rc = val_uint(ld, at, v, key, UINT32_MAX, &x);
-    *out = (uint32_t)x;
-    return rc;
-}
-
-static int val_string(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
-                      const char **out)
-{
-    PathFrame here = {at, key, 0};
-    if (v->type != FERRY_JSON_STRING)
-        return bad(ld, &here, "expected a string, got %s", json_type_name(v));
-    *out = v->u.str;
-    return 1;
-}
-
-static int val_bool(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
-                    bool *out)
-{
-    PathFrame here = {at, key, 0};
-    if (v->type != FERRY_JSON_TRUE && v->type != FERRY_JSON_FALSE)
-        return bad(ld, &here, "expected true or false, got %s", json_type_name(v));
-    *out = v->type == FERRY_JSON_TRUE;
-    return 1;
-}
-
-static int val_container(Loader *ld, const PathFrame *at, const FerryJson *v, const char *key,
-                         FerryJsonType type, const FerryJson **out)
-{
-    PathFrame here = {at, key, 0};
-    if (v->type != type)
-        return bad(ld, &here, "expected %s, got %s",
-                   type == FERRY_JSON_ARRAY ? "an array" : "an object", json_type_name(v));
-    *out = v;
-    return 1;
 }
 
 /* Typed member readers: `required` members that are absent are errors; present members of the
@@ -272,161 +231,519 @@ uint64_t ferry_schema_desc_shape(const FerrySchemaDesc *d)
     return h;
 }
 
-/* ---- QEMU -dump-vmstate ---- */
-static int qemu_desc(Loader *ld, const PathFrame *at, const FerryJson *j, unsigned depth,
-                     const FerrySchemaDesc **out);
+/* ---- QEMU -dump-vmstate, read in one pass straight into the model (no DOM: these files are
+ * ~800 KB, and the checker's speed is mostly this loop) ---- */
+typedef struct QLoad {
+    Loader *ld;
+    FerryJsonCursor c; /* never writes: the input may be a read-only mapping of the file */
+    char keybuf[256];  /* the current member name (short-lived) */
+} QLoad;
 
-/* QEMU dumps are large: each object's members are visited once (no lookups by key). */
-static int qemu_field(Loader *ld, const PathFrame *at, const FerryJson *j, unsigned depth,
-                      FerrySchemaField *f)
+/* What the value at the cursor is, for "expected X, got Y" (numbers are scanned). */
+static const char *q_peek_type(QLoad *q)
 {
-    int rc = 0;
-    bool has_name = false, has_version = false, has_size = false;
-    const FerryJson *dj = NULL;
-    if (j->type != FERRY_JSON_OBJECT)
-        return bad(ld, at, "expected a field object, got %s", json_type_name(j));
-    for (uint32_t k = 0; k < j->len && rc >= 0; k++) {
-        const FerryJson *m = &j->u.items[k];
-        const char *key = m->key;
-        if (!strcmp(key, "field")) {
-            rc = val_string(ld, at, m, key, &f->name);
-            has_name = true;
-        } else if (!strcmp(key, "version_id")) {
-            rc = val_u32(ld, at, m, key, &f->since);
-            has_version = true;
-        } else if (!strcmp(key, "field_exists")) {
-            rc = val_bool(ld, at, m, key, &f->exists);
-        } else if (!strcmp(key, "size")) {
-            rc = val_uint(ld, at, m, key, UINT64_MAX >> 1, &f->size);
-            has_size = true;
-        } else if (!strcmp(key, "num")) { /* QEMU >= 8.1 */
-            rc = val_uint(ld, at, m, key, UINT32_MAX, &f->count);
-            f->count_known = true;
-        } else if (!strcmp(key, "Description")) {
-            rc = val_container(ld, at, m, key, FERRY_JSON_OBJECT, &dj);
+    switch (*q->c.p) {
+    case '"':
+        return "a string";
+    case '{':
+        return "an object";
+    case '[':
+        return "an array";
+    case 't':
+        return "true";
+    case 'f':
+        return "false";
+    case 'n':
+        return "null";
+    default: {
+        FerryJson v;
+        char *save = q->c.p;
+        FerryError *e = q->c.err;
+        q->c.err = NULL;
+        int rc = ferry_json_cursor_number(&q->c, &v);
+        q->c.err = e;
+        q->c.p = save;
+        return rc < 0 ? "invalid JSON" : v.type == FERRY_JSON_INT ? "an integer" : "a real";
+    }
+    }
+}
+
+static int q_syntax(QLoad *q, const char *what)
+{
+    int rc = ferry_json_cursor_fail(&q->c, what);
+    ferry_error_prefix(q->ld->err, "%s: ", q->ld->doc->name);
+    return rc;
+}
+
+/* The string at the cursor, NUL-terminated in `dst` (cap bytes) or, when longer, in the model
+ * arena. One scan; escapes (rare in dumps) take a second, decoding pass. */
+static int q_copy_string(QLoad *q, char *dst, size_t cap, const char **out, size_t *len);
+
+/* The scanner already said where and what: add the file name. */
+static int q_lexfail(QLoad *q, int rc)
+{
+    ferry_error_prefix(q->ld->err, "%s: ", q->ld->doc->name);
+    return rc;
+}
+
+static int q_copy_string(QLoad *q, char *dst, size_t cap, const char **out, size_t *len)
+{
+    size_t raw;
+    bool esc;
+    uint32_t dlen;
+    int rc = ferry_json_cursor_span(&q->c, &raw, &esc);
+    if (rc < 0)
+        return q_lexfail(q, rc);
+    if (raw >= cap && !(dst = model_alloc_raw(q->ld->doc, raw + 1)))
+        return ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+    if (!esc) {
+        memcpy(dst, q->c.p + 1, raw);
+        dst[raw] = '\0';
+        q->c.p += raw + 2;
+        *out = dst;
+        *len = raw;
+        return 0;
+    }
+    if ((rc = ferry_json_cursor_string_to(&q->c, dst, out, &dlen)) < 0)
+        return q_lexfail(q, rc);
+    *len = dlen;
+    return 0;
+}
+
+/* Opens an object: expects '{'. */
+static int q_open(QLoad *q, const PathFrame *at, const char *what)
+{
+    ferry_json_skip_ws(&q->c);
+    if (*q->c.p != '{')
+        return *q->c.p == '\0' && q->c.p >= q->c.end
+                   ? q_syntax(q, "unexpected end of input")
+                   : bad(q->ld, at, "expected %s, got %s", what, q_peek_type(q));
+    q->c.p++;
+    return 0;
+}
+
+/* Next member of an open object: 1 with *key set, 0 at '}', negative on error. */
+static int q_key(QLoad *q, bool *first, const char **key, size_t *klen)
+{
+    ferry_json_skip_ws(&q->c);
+    if (*q->c.p == '}') {
+        q->c.p++;
+        return 0;
+    }
+    if (!*first) {
+        if (*q->c.p != ',')
+            return q_syntax(q, "expected ',' or '}'");
+        q->c.p++;
+        ferry_json_skip_ws(&q->c);
+    }
+    *first = false;
+    if (*q->c.p != '"')
+        return q_syntax(q, "expected a string (object key)");
+    int rc = q_copy_string(q, q->keybuf, sizeof(q->keybuf), key, klen);
+    if (rc < 0)
+        return rc;
+    ferry_json_skip_ws(&q->c);
+    if (*q->c.p != ':')
+        return q_syntax(q, "expected ':' after an object key");
+    q->c.p++;
+    ferry_json_skip_ws(&q->c);
+    return 1;
+}
+
+/* Next item of an open array: 1 at an item, 0 at ']', negative on error. */
+static int q_item(QLoad *q, bool *first)
+{
+    ferry_json_skip_ws(&q->c);
+    if (*q->c.p == ']') {
+        q->c.p++;
+        return 0;
+    }
+    if (!*first) {
+        if (*q->c.p != ',')
+            return q_syntax(q, "expected ',' or ']'");
+        q->c.p++;
+        ferry_json_skip_ws(&q->c);
+    }
+    *first = false;
+    return 1;
+}
+
+static int q_skip(QLoad *q, unsigned depth)
+{
+    if (depth > FERRY_JSON_MAX_DEPTH)
+        return q_syntax(q, "nesting too deep");
+    char ch = *q->c.p;
+    int rc;
+    bool first = true;
+    const char *k;
+    FerryJson v;
+    size_t raw, kl;
+    bool esc;
+    switch (ch) {
+    case '{':
+        q->c.p++;
+        while ((rc = q_key(q, &first, &k, &kl)) > 0)
+            if ((rc = q_skip(q, depth + 1)) < 0)
+                return rc;
+        return rc;
+    case '[':
+        q->c.p++;
+        while ((rc = q_item(q, &first)) > 0)
+            if ((rc = q_skip(q, depth + 1)) < 0)
+                return rc;
+        return rc;
+    case '"':
+        if ((rc = ferry_json_cursor_span(&q->c, &raw, &esc)) < 0)
+            return q_lexfail(q, rc);
+        q->c.p += raw + 2;
+        return 0;
+    case 't':
+    case 'n':
+    case 'f': {
+        const char *word = ch == 't' ? "true" : ch == 'n' ? "null" : "false";
+        size_t wl = strlen(word);
+        if ((size_t)(q->c.end - q->c.p) >= wl && !memcmp(q->c.p, word, wl)) {
+            q->c.p += wl;
+            return 0;
         }
+        return q_syntax(q, "unexpected character");
+    }
+    default:
+        if (ch == '-' || (ch >= '0' && ch <= '9'))
+            return (rc = ferry_json_cursor_number(&q->c, &v)) < 0 ? q_lexfail(q, rc) : 0;
+        return q_syntax(q, q->c.p >= q->c.end ? "unexpected end of input" : "unexpected character");
+    }
+}
+
+static int q_uint(QLoad *q, const PathFrame *at, const char *key, uint64_t max, uint64_t *out)
+{
+    PathFrame here = {at, key, 0};
+    char ch = *q->c.p;
+    FerryJson v;
+    if (!(ch == '-' || (ch >= '0' && ch <= '9')))
+        return bad(q->ld, &here, "expected an integer, got %s", q_peek_type(q));
+    int rc = ferry_json_cursor_number(&q->c, &v);
+    if (rc < 0)
+        return q_lexfail(q, rc);
+    if (v.type != FERRY_JSON_INT)
+        return bad(q->ld, &here, "expected an integer, got a real");
+    if (v.u.i < 0 || (uint64_t)v.u.i > max)
+        return bad(q->ld, &here, "integer %lld out of range 0..%llu", (long long)v.u.i,
+                   (unsigned long long)max);
+    *out = (uint64_t)v.u.i;
+    return 0;
+}
+
+static int q_u32(QLoad *q, const PathFrame *at, const char *key, uint32_t *out)
+{
+    uint64_t v = 0;
+    int rc = q_uint(q, at, key, UINT32_MAX, &v);
+    *out = (uint32_t)v;
+    return rc;
+}
+
+static int q_string(QLoad *q, const PathFrame *at, const char *key, const char **out)
+{
+    PathFrame here = {at, key, 0};
+    size_t len;
+    if (*q->c.p != '"')
+        return bad(q->ld, &here, "expected a string, got %s", q_peek_type(q));
+    return q_copy_string(q, NULL, 0, out, &len);
+}
+
+static int q_bool(QLoad *q, const PathFrame *at, const char *key, bool *out)
+{
+    PathFrame here = {at, key, 0};
+    if (q->c.end - q->c.p >= 4 && !memcmp(q->c.p, "true", 4)) {
+        q->c.p += 4;
+        *out = true;
+        return 0;
+    }
+    if (q->c.end - q->c.p >= 5 && !memcmp(q->c.p, "false", 5)) {
+        q->c.p += 5;
+        *out = false;
+        return 0;
+    }
+    return bad(q->ld, &here, "expected true or false, got %s", q_peek_type(q));
+}
+
+#define KEY_IS(lit) (klen == sizeof(lit) - 1 && !memcmp(key, lit, sizeof(lit) - 1))
+
+/* A growable array on the C stack first (most descriptions have a handful of fields). */
+typedef struct Grow {
+    void *v;
+    size_t n, cap, elem;
+    bool heap;
+} Grow;
+
+static void *grow_next(Grow *g)
+{
+    if (g->n == g->cap) {
+        size_t cap = g->cap * 2;
+        void *v = g->heap ? realloc(g->v, cap * g->elem) : malloc(cap * g->elem);
+        if (!v)
+            return NULL;
+        if (!g->heap)
+            memcpy(v, g->v, g->n * g->elem);
+        g->v = v;
+        g->cap = cap;
+        g->heap = true;
+    }
+    void *slot = (char *)g->v + g->n++ * g->elem;
+    memset(slot, 0, g->elem);
+    return slot;
+}
+
+static void grow_release(Grow *g)
+{
+    if (g->heap)
+        free(g->v);
+}
+
+/* Moves the items into the model arena. */
+static void *grow_finish(QLoad *q, Grow *g)
+{
+    if (!g->n)
+        return NULL;
+    void *out = model_alloc(q->ld->doc, g->n * g->elem);
+    if (out)
+        memcpy(out, g->v, g->n * g->elem);
+    return out;
+}
+
+static int q_desc(QLoad *q, const PathFrame *at, unsigned depth, const FerrySchemaDesc **out);
+
+static int q_field(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaField *f)
+{
+    int rc;
+    bool first = true, has_name = false, has_version = false, has_size = false;
+    const char *key;
+    size_t klen;
+    if ((rc = q_open(q, at, "a field object")) < 0)
+        return rc;
+    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+        if (KEY_IS("field")) {
+            rc = q_string(q, at, key, &f->name);
+            has_name = true;
+        } else if (KEY_IS("version_id")) {
+            rc = q_u32(q, at, key, &f->since);
+            has_version = true;
+        } else if (KEY_IS("field_exists")) {
+            rc = q_bool(q, at, key, &f->exists);
+        } else if (KEY_IS("size")) {
+            rc = q_uint(q, at, key, UINT64_MAX >> 1, &f->size);
+            has_size = true;
+        } else if (KEY_IS("num")) { /* QEMU >= 8.1 */
+            rc = q_uint(q, at, key, UINT32_MAX, &f->count);
+            f->count_known = true;
+        } else if (KEY_IS("Description")) {
+            PathFrame here = {at, "Description", 0};
+            rc = q_desc(q, &here, depth + 1, &f->desc);
+        } else {
+            rc = q_skip(q, depth);
+        }
+        if (rc < 0)
+            return rc;
     }
     if (rc < 0)
         return rc;
     if (!has_name || !has_version || !has_size)
-        return bad(ld, at, "missing member \"%s\"",
-                   !has_name ? "field" : !has_version ? "version_id" : "size");
-    if (dj) {
-        PathFrame here = {at, "Description", 0};
-        if ((rc = qemu_desc(ld, &here, dj, depth + 1, &f->desc)) < 0)
-            return rc;
-    }
+        return bad(q->ld, at, "missing member \"%s\"",
+                   !has_name      ? "field"
+                   : !has_version ? "version_id"
+                                  : "size");
     return 0;
 }
 
-static int qemu_desc(Loader *ld, const PathFrame *at, const FerryJson *j, unsigned depth,
-                     const FerrySchemaDesc **out)
+static int q_fields(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaDesc *d)
 {
-    int rc = 0;
-    const FerryJson *fields = NULL, *subs = NULL;
-    bool has_name = false, has_version = false;
-    if (depth > 32)
-        return bad(ld, at, "descriptions nested too deeply");
-    FerrySchemaDesc *d = model_alloc(ld->doc, sizeof(*d));
-    if (!d)
-        return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-    for (uint32_t k = 0; k < j->len && rc >= 0; k++) {
-        const FerryJson *m = &j->u.items[k];
-        const char *key = m->key;
-        if (!strcmp(key, "name")) {
-            rc = val_string(ld, at, m, key, &d->name);
-            has_name = true;
-        } else if (!strcmp(key, "version_id")) {
-            rc = val_u32(ld, at, m, key, &d->version);
-            has_version = true;
-        } else if (!strcmp(key, "minimum_version_id")) {
-            rc = val_u32(ld, at, m, key, &d->min_version);
-            d->has_min_version = true;
-        } else if (!strcmp(key, "Fields")) {
-            rc = val_container(ld, at, m, key, FERRY_JSON_ARRAY, &fields);
-        } else if (!strcmp(key, "Subsections")) {
-            rc = val_container(ld, at, m, key, FERRY_JSON_ARRAY, &subs);
+    FerrySchemaField inl[16];
+    Grow g = {.v = inl, .cap = 16, .elem = sizeof(FerrySchemaField)};
+    PathFrame fa = {at, "Fields", 0};
+    bool first = true;
+    int rc;
+    if (*q->c.p != '[')
+        return bad(q->ld, &fa, "expected an array, got %s", q_peek_type(q));
+    q->c.p++;
+    while ((rc = q_item(q, &first)) > 0) {
+        PathFrame fi = {&fa, NULL, g.n};
+        FerrySchemaField *f = grow_next(&g);
+        if (!f) {
+            rc = ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+            break;
         }
+        if ((rc = q_field(q, &fi, depth, f)) < 0)
+            break;
+    }
+    if (rc == 0) {
+        d->nfields = g.n;
+        d->fields = grow_finish(q, &g);
+        if (g.n && !d->fields)
+            rc = ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+    }
+    grow_release(&g);
+    return rc;
+}
+
+static int q_subsections(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaDesc *d)
+{
+    FerrySchemaSubsection inl[8];
+    Grow g = {.v = inl, .cap = 8, .elem = sizeof(FerrySchemaSubsection)};
+    PathFrame sa = {at, "Subsections", 0};
+    bool first = true;
+    int rc;
+    if (*q->c.p != '[')
+        return bad(q->ld, &sa, "expected an array, got %s", q_peek_type(q));
+    q->c.p++;
+    while ((rc = q_item(q, &first)) > 0) {
+        PathFrame si = {&sa, NULL, g.n};
+        FerrySchemaSubsection *s = grow_next(&g);
+        if (!s) {
+            rc = ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+            break;
+        }
+        if ((rc = q_desc(q, &si, depth + 1, &s->desc)) < 0)
+            break;
+    }
+    if (rc == 0) {
+        d->nsubsections = g.n;
+        d->subsections = grow_finish(q, &g);
+        if (g.n && !d->subsections)
+            rc = ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+    }
+    grow_release(&g);
+    return rc;
+}
+
+static int q_desc(QLoad *q, const PathFrame *at, unsigned depth, const FerrySchemaDesc **out)
+{
+    int rc;
+    bool first = true, has_name = false, has_version = false;
+    const char *key;
+    size_t klen;
+    if (depth > 32)
+        return bad(q->ld, at, "descriptions nested too deeply");
+    FerrySchemaDesc *d = model_alloc(q->ld->doc, sizeof(*d));
+    if (!d)
+        return ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
+    if ((rc = q_open(q, at, "a description object")) < 0)
+        return rc;
+    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+        if (KEY_IS("name")) {
+            rc = q_string(q, at, key, &d->name);
+            has_name = true;
+        } else if (KEY_IS("version_id")) {
+            rc = q_u32(q, at, key, &d->version);
+            has_version = true;
+        } else if (KEY_IS("minimum_version_id")) {
+            rc = q_u32(q, at, key, &d->min_version);
+            d->has_min_version = true;
+        } else if (KEY_IS("Fields")) {
+            rc = q_fields(q, at, depth, d);
+            d->has_fields = true;
+        } else if (KEY_IS("Subsections")) {
+            rc = q_subsections(q, at, depth, d);
+            d->has_subsections = true;
+        } else {
+            rc = q_skip(q, depth);
+        }
+        if (rc < 0)
+            return rc;
     }
     if (rc < 0)
         return rc;
     if (!has_name || !has_version)
-        return bad(ld, at, "missing member \"%s\"", !has_name ? "name" : "version_id");
-    d->has_fields = fields != NULL;
-    d->has_subsections = subs != NULL;
-    if (fields && fields->len) {
-        PathFrame fa = {at, "Fields", 0};
-        FerrySchemaField *fs = model_alloc(ld->doc, fields->len * sizeof(*fs));
-        if (!fs)
-            return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-        for (uint32_t i = 0; i < fields->len; i++) {
-            PathFrame fi = {&fa, NULL, i};
-            if ((rc = qemu_field(ld, &fi, &fields->u.items[i], depth, &fs[i])) < 0)
-                return rc;
-        }
-        d->fields = fs;
-        d->nfields = fields->len;
-    }
-    if (subs && subs->len) {
-        PathFrame sa = {at, "Subsections", 0};
-        FerrySchemaSubsection *ss = model_alloc(ld->doc, subs->len * sizeof(*ss));
-        if (!ss)
-            return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-        for (uint32_t i = 0; i < subs->len; i++) {
-            PathFrame si = {&sa, NULL, i};
-            if (subs->u.items[i].type != FERRY_JSON_OBJECT)
-                return bad(ld, &si, "expected a description object, got %s",
-                           json_type_name(&subs->u.items[i]));
-            if ((rc = qemu_desc(ld, &si, &subs->u.items[i], depth + 1, &ss[i].desc)) < 0)
-                return rc;
-        }
-        d->subsections = ss;
-        d->nsubsections = subs->len;
-    }
+        return bad(q->ld, at, "missing member \"%s\"", !has_name ? "name" : "version_id");
     *out = d;
     return 0;
 }
 
-static int load_qemu(Loader *ld, const FerryJson *root)
+static int q_section(QLoad *q, const PathFrame *at, FerrySchemaSection *s)
+{
+    int rc;
+    bool first = true;
+    const char *key, *qname;
+    size_t klen;
+    if ((rc = q_open(q, at, "an object")) < 0)
+        return rc;
+    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+        if (KEY_IS("Name")) {
+            rc = q_string(q, at, key, &qname);
+            s->has_name = true;
+        } else if (KEY_IS("version_id")) {
+            rc = q_u32(q, at, key, &s->version);
+            s->has_version = true;
+        } else if (KEY_IS("minimum_version_id")) {
+            rc = q_u32(q, at, key, &s->min_version);
+            s->has_min_version = true;
+        } else if (KEY_IS("Description")) {
+            PathFrame here = {at, "Description", 0};
+            rc = q_desc(q, &here, 0, &s->desc);
+        } else {
+            rc = q_skip(q, 0);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return rc;
+}
+
+static int load_qemu(Loader *ld, char *buf, size_t len)
 {
     FerrySchemaDoc *doc = ld->doc;
+    QLoad q = {.ld = ld, .c = {.buf = buf, .p = buf, .end = buf + len, .err = ld->err}};
+    size_t cap = 256, klen;
+    bool first = true;
+    const char *key;
     int rc;
     doc->format = FERRY_SCHEMA_FORMAT_QEMU;
-    doc->sections = calloc(root->len ? root->len : 1, sizeof(*doc->sections));
-    if (!doc->sections)
+    if (!(doc->sections = calloc(cap, sizeof(*doc->sections))))
         return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < root->len; i++) {
-        const FerryJson *e = &root->u.items[i];
-        PathFrame at = {NULL, e->key, 0};
-        if (e->type != FERRY_JSON_OBJECT)
-            return bad(ld, &at, "expected an object, got %s", json_type_name(e));
-        if (!strcmp(e->key, "vmschkmachine")) {
-            if ((rc = get_string(ld, &at, e, "Name", true, false, &doc->machine)) < 0)
+    if ((rc = q_open(&q, NULL, "an object (a QEMU -dump-vmstate dump or a Ferry schema)")) < 0)
+        return rc;
+    while ((rc = q_key(&q, &first, &key, &klen)) > 0) {
+        size_t kl = klen;
+        char *name = model_alloc_raw(doc, kl + 1); /* the section name outlives the key buffer */
+        if (!name)
+            return ferry_error_set(ld->err, -ENOMEM, "out of memory");
+        key = memcpy(name, key, kl + 1);
+        PathFrame at = {NULL, key, 0};
+        if (KEY_IS("vmschkmachine")) {
+            bool f2 = true;
+            const char *k2;
+            size_t klen2;
+            if ((rc = q_open(&q, &at, "an object")) < 0)
                 return rc;
+            while ((rc = q_key(&q, &f2, &k2, &klen2)) > 0) {
+                rc = !strcmp(k2, "Name") ? q_string(&q, &at, k2, &doc->machine) : q_skip(&q, 1);
+                if (rc < 0)
+                    return rc;
+            }
+            if (rc < 0)
+                return rc;
+            if (!doc->machine)
+                return bad(ld, &at, "missing member \"Name\"");
             continue;
         }
-        FerrySchemaSection *s = &doc->sections[doc->nsections];
-        const char *qname = NULL;
-        const FerryJson *dj;
-        s->name = e->key;
-        if ((rc = get_string(ld, &at, e, "Name", false, false, &qname)) < 0)
-            return rc;
-        s->has_name = rc > 0;
-        if ((rc = get_u32(ld, &at, e, "version_id", false, &s->version)) < 0)
-            return rc;
-        s->has_version = rc > 0;
-        if ((rc = get_u32(ld, &at, e, "minimum_version_id", false, &s->min_version)) < 0)
-            return rc;
-        s->has_min_version = rc > 0;
-        if ((rc = get_container(ld, &at, e, "Description", FERRY_JSON_OBJECT, false, &dj)) < 0)
-            return rc;
-        if (dj) {
-            PathFrame here = {&at, "Description", 0};
-            if ((rc = qemu_desc(ld, &here, dj, 0, &s->desc)) < 0)
-                return rc;
+        if (doc->nsections == cap) {
+            FerrySchemaSection *s = realloc(doc->sections, 2 * cap * sizeof(*s));
+            if (!s)
+                return ferry_error_set(ld->err, -ENOMEM, "out of memory");
+            memset(s + cap, 0, cap * sizeof(*s));
+            doc->sections = s;
+            cap *= 2;
         }
+        FerrySchemaSection *s = &doc->sections[doc->nsections];
+        s->name = key;
+        if ((rc = q_section(&q, &at, s)) < 0)
+            return rc;
         doc->nsections++;
     }
+    if (rc < 0)
+        return rc;
+    ferry_json_skip_ws(&q.c);
+    if (q.c.p != q.c.end)
+        return q_syntax(&q, "unexpected data after the JSON value");
     return 0;
 }
 
@@ -623,8 +940,7 @@ static int build_index(Loader *ld)
                     return bad(ld, &at, "duplicate section");
                 }
                 PathFrame sa = {NULL, "sections", 0}, at = {&sa, NULL, i};
-                return bad(ld, &at, "duplicate section \"%s\" instance %u", s->name,
-                           s->instance);
+                return bad(ld, &at, "duplicate section \"%s\" instance %u", s->name, s->instance);
             }
             k = (k + 1) & (cap - 1);
         }
@@ -645,30 +961,112 @@ long ferry_schema_doc_find(const FerrySchemaDoc *doc, const char *name, uint32_t
     return -1;
 }
 
-FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
-                                             FerryError *err)
+/* Read-only mapping when the page holding the end of the file leaves room for the scanner's
+ * padding (the kernel zero-fills it: that is the NUL sentinel); otherwise a heap copy. */
+int ferry_schema_input_open(const char *path, FerrySchemaInput *in, FerryError *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = 0;
+    *in = (FerrySchemaInput){0};
+    if (fd < 0)
+        return ferry_error_set(err, -errno, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        rc = ferry_error_set(err, -EINVAL, "%s: not a regular file", path);
+        goto err_close;
+    }
+    in->len = (size_t)st.st_size;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), tail = in->len % page;
+    if (tail && tail <= page - FERRY_JSON_PADDING) {
+        void *m = mmap(NULL, in->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+        if (m != MAP_FAILED) {
+            in->buf = m;
+            in->map_len = in->len;
+            goto out_close;
+        }
+    }
+    if (!(in->buf = malloc(in->len + FERRY_JSON_PADDING))) {
+        rc = ferry_error_set(err, -ENOMEM, "%s: out of memory", path);
+        goto err_close;
+    }
+    for (size_t got = 0; got < in->len;) {
+        ssize_t n = read(fd, in->buf + got, in->len - got);
+        if (n <= 0) {
+            rc = ferry_error_set(err, n < 0 ? -errno : -EIO, "%s: read error", path);
+            free(in->buf);
+            in->buf = NULL;
+            goto err_close;
+        }
+        got += (size_t)n;
+    }
+    memset(in->buf + in->len, 0, FERRY_JSON_PADDING);
+out_close:
+err_close:
+    close(fd);
+    return rc;
+}
+
+void ferry_schema_input_release(FerrySchemaInput *in)
+{
+    if (in->map_len)
+        munmap(in->buf, in->map_len);
+    else
+        free(in->buf);
+    *in = (FerrySchemaInput){0};
+}
+
+FerrySchemaDoc *ferry_schema_doc_load_input(const char *name, FerrySchemaInput *in, FerryError *err)
 {
     FerrySchemaDoc *doc = calloc(1, sizeof(*doc));
     if (!doc || !(doc->name = strdup(name))) {
         free(doc);
-        free(buf);
+        ferry_schema_input_release(in);
         ferry_error_set(err, -ENOMEM, "out of memory");
         return NULL;
     }
     Loader ld = {doc, err};
-    doc->json = ferry_json_parse(buf, len, err);
-    if (!doc->json) {
-        ferry_error_prefix(err, "%s: ", name);
-        goto err_free_doc;
+    char *buf = in->buf;
+    size_t len = in->len;
+    /* Ferry schemas open with "format" (schema-format.md's fixed key order); anything else is
+     * read as a QEMU dump, streamed into the model without writing to the input. */
+    FerryJsonCursor peek = {.buf = buf, .p = buf, .end = buf + len};
+    ferry_json_skip_ws(&peek);
+    bool ferry = false;
+    if (*peek.p == '{') {
+        peek.p++;
+        ferry_json_skip_ws(&peek);
+        for (const char *const *k = (const char *const[]){"\"format\"", "\"format_version\"",
+                                                          "\"machine\"", "\"sections\"", NULL};
+             *k && !ferry; k++)
+            ferry = (size_t)(peek.end - peek.p) >= strlen(*k) && !memcmp(peek.p, *k, strlen(*k));
     }
-    const FerryJson *root = ferry_json_root(doc->json);
-    if (root->type != FERRY_JSON_OBJECT) {
-        bad(&ld, NULL, "expected an object (a QEMU -dump-vmstate dump or a Ferry schema), "
-                       "got %s", json_type_name(root));
-        goto err_free_doc;
+    if (!ferry) {
+        int rc = load_qemu(&ld, buf, len);
+        ferry_schema_input_release(in); /* the model holds copies of every string */
+        if (rc < 0)
+            goto err_free_doc;
+    } else {
+        /* The DOM parser decodes in place: it needs a private, writable copy. */
+        if (in->map_len) {
+            char *copy = malloc(len + FERRY_JSON_PADDING);
+            if (!copy) {
+                ferry_schema_input_release(in);
+                ferry_error_set(err, -ENOMEM, "%s: out of memory", name);
+                goto err_free_doc;
+            }
+            memcpy(copy, buf, len);
+            ferry_schema_input_release(in);
+            buf = copy;
+        }
+        *in = (FerrySchemaInput){0};
+        doc->json = ferry_json_parse(buf, len, err); /* takes buf */
+        if (!doc->json) {
+            ferry_error_prefix(err, "%s: ", name);
+            goto err_free_doc;
+        }
+        if (load_ferry(&ld, ferry_json_root(doc->json)) < 0)
+            goto err_free_doc;
     }
-    if ((ferry_json_get(root, "format") ? load_ferry(&ld, root) : load_qemu(&ld, root)) < 0)
-        goto err_free_doc;
     if (build_index(&ld) < 0)
         goto err_free_doc;
     return doc;
@@ -678,34 +1076,20 @@ err_free_doc:
     return NULL;
 }
 
+FerrySchemaDoc *ferry_schema_doc_load_buffer(const char *name, char *buf, size_t len,
+                                             FerryError *err)
+{
+    memset(buf + len, 0, FERRY_JSON_PADDING);
+    FerrySchemaInput in = {.buf = buf, .len = len};
+    return ferry_schema_doc_load_input(name, &in, err);
+}
+
 FerrySchemaDoc *ferry_schema_doc_load_file(const char *path, FerryError *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        ferry_error_set(err, -errno, "%s: %s", path, strerror(errno));
+    FerrySchemaInput in;
+    if (ferry_schema_input_open(path, &in, err) < 0)
         return NULL;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-        ferry_error_set(err, -EINVAL, "%s: not a regular file", path);
-        fclose(f);
-        return NULL;
-    }
-    size_t len = (size_t)st.st_size;
-    char *buf = malloc(len + FERRY_JSON_PADDING);
-    if (!buf) {
-        fclose(f);
-        ferry_error_set(err, -ENOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    if (fread(buf, 1, len, f) != len) {
-        ferry_error_set(err, -EIO, "%s: read error", path);
-        free(buf);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    return ferry_schema_doc_load_buffer(path, buf, len, err);
+    return ferry_schema_doc_load_input(path, &in, err);
 }
 
 void ferry_schema_doc_free(FerrySchemaDoc *doc)

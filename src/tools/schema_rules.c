@@ -1,12 +1,12 @@
 /* The rule engine of `ferry schema check`: walks a source and a destination schema the way a
  * destination loads a stream, and reports each difference with why it breaks and how to fix it. */
+#include "schema_check.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "schema_check.h"
 
 struct FerrySchemaReport {
     FerrySchemaFinding *v;
@@ -23,15 +23,19 @@ typedef struct Ctx {
     const FerrySchemaDoc *src, *dst;
     const char *section;
     uint32_t instance;
-    char path[1024];
-    size_t plen;
+    /* The path is a stack of borrowed segments, formatted only when a finding is made: the walk
+     * visits every field of both schemas and most visits find nothing. */
+    struct {
+        const char *pre, *name, *post;
+    } seg[64];
+    size_t nseg;
     int rc; /* first allocation failure */
 } Ctx;
 
 /* ---- findings ---- */
 
 /* Messages are written once for both directions: {S} is the source's label, {D} the
- * destination's ("OLD"/"NEW"). */
+ * destination's ("OLD"/"NEW"); {F} says how a desynchronised payload fails in this format. */
 static char *expand(const Ctx *c, const char *in)
 {
     size_t n = strlen(in) + 1;
@@ -43,6 +47,9 @@ static char *expand(const Ctx *c, const char *in)
         const char *lab = NULL;
         if (p[0] == '{' && (p[1] == 'S' || p[1] == 'D') && p[2] == '}')
             lab = p[1] == 'S' ? c->src_label : c->dst_label;
+        else if (p[0] == '{' && p[1] == 'F' && p[2] == '}') /* how the desync shows */
+            lab = c->qemu ? "(QEMU: \"Missing section footer\")"
+                          : "(the record's length check fails the load)";
         size_t need = lab ? strlen(lab) : 1;
         if ((size_t)(w - out) + need + 1 > cap) {
             size_t off = (size_t)(w - out);
@@ -65,6 +72,21 @@ static char *expand(const Ctx *c, const char *in)
     }
     *w = '\0';
     return out;
+}
+
+/* Caller frees. */
+static char *finding_path(const Ctx *c)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < c->nseg; i++)
+        n += strlen(c->seg[i].pre) + strlen(c->seg[i].name) + strlen(c->seg[i].post);
+    char *p = malloc(n), *w = p;
+    if (!p)
+        return NULL;
+    for (size_t i = 0; i < c->nseg; i++)
+        w = stpcpy(stpcpy(stpcpy(w, c->seg[i].pre), c->seg[i].name), c->seg[i].post);
+    *w = '\0';
+    return p;
 }
 
 __attribute__((format(printf, 6, 7))) static void finding(Ctx *c, FerrySchemaSeverity sev,
@@ -90,10 +112,10 @@ __attribute__((format(printf, 6, 7))) static void finding(Ctx *c, FerrySchemaSev
     if (len < 0)
         goto err_nomem;
     FerrySchemaFinding *f = &r->v[r->n];
-    *f = (FerrySchemaFinding){.direction = c->dir, .severity = sev, .rule = rule,
-                              .instance = c->instance};
+    *f = (FerrySchemaFinding){
+        .direction = c->dir, .severity = sev, .rule = rule, .instance = c->instance};
     f->section = strdup(c->section ? c->section : "");
-    f->path = strdup(c->path);
+    f->path = finding_path(c);
     f->message = expand(c, raw);
     f->why = expand(c, why);
     f->fix = expand(c, fix ? fix : "");
@@ -112,30 +134,21 @@ err_nomem:
     c->rc = -ENOMEM;
 }
 
-static void path_append(Ctx *c, const char *s)
-{
-    size_t n = strlen(s), room = sizeof(c->path) - 1 - c->plen;
-    if (n > room)
-        n = room;
-    memcpy(c->path + c->plen, s, n);
-    c->plen += n;
-    c->path[c->plen] = '\0';
-}
-
-/* Runs for every field compared: plain copies, no printf. */
 static size_t path_push(Ctx *c, const char *pre, const char *name, const char *post)
 {
-    size_t mark = c->plen;
-    path_append(c, pre);
-    path_append(c, name);
-    path_append(c, post);
+    size_t mark = c->nseg;
+    if (c->nseg < sizeof(c->seg) / sizeof(c->seg[0])) {
+        c->seg[c->nseg].pre = pre;
+        c->seg[c->nseg].name = name;
+        c->seg[c->nseg].post = post;
+        c->nseg++;
+    }
     return mark;
 }
 
 static void path_pop(Ctx *c, size_t mark)
 {
-    c->plen = mark;
-    c->path[mark] = '\0';
+    c->nseg = mark;
 }
 
 /* A field only the destination reads (forward: NEW added it; backward: NEW removed it). */
@@ -193,9 +206,9 @@ static bool names_match(const Ctx *c, const char *desc, const char *a, const cha
         {"PIIX3", {"pci_irq_levels", "pci_irq_levels_vmstate"}},
         {"piix4_pm",
          {"dev", "parent_obj", "pci0_status", "acpi_pci_hotplug.acpi_pcihp_pci_status[0x0]",
-          "pm1a.sts", "ar.pm1.evt.sts", "pm1a.en", "ar.pm1.evt.en", "pm1_cnt.cnt",
-          "ar.pm1.cnt.cnt", "tmr.timer", "ar.tmr.timer", "tmr.overflow_time",
-          "ar.tmr.overflow_time", "gpe", "ar.gpe"}},
+          "pm1a.sts", "ar.pm1.evt.sts", "pm1a.en", "ar.pm1.evt.en", "pm1_cnt.cnt", "ar.pm1.cnt.cnt",
+          "tmr.timer", "ar.tmr.timer", "tmr.overflow_time", "ar.tmr.overflow_time", "gpe",
+          "ar.gpe"}},
         {"rtl8139", {"dev", "parent_obj"}},
         {"qxl", {"num_surfaces", "ssd.num_surfaces"}},
         {"usb-ccid", {"abProtocolDataStructure", "abProtocolDataStructure.data"}},
@@ -215,8 +228,7 @@ static bool names_match(const Ctx *c, const char *desc, const char *a, const cha
           "parent_obj.parent_obj.exp.aer_log"}},
         {"spapr_pci",
          {"dma_liobn[0]", "mig_liobn", "mem_win_addr", "mig_mem_win_addr", "mem_win_size",
-          "mig_mem_win_size", "io_win_addr", "mig_io_win_addr", "io_win_size",
-          "mig_io_win_size"}},
+          "mig_mem_win_size", "io_win_addr", "mig_io_win_addr", "io_win_size", "mig_io_win_size"}},
     };
     if (!strcmp(a, b))
         return true;
@@ -246,19 +258,29 @@ static const char *section_alias(const char *name)
 static const char *type_name(const FerrySchemaField *f)
 {
     static const char *const names[FERRY_TYPE__COUNT] = {
-        "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "bool", "buffer", "string",
-        "struct", "list"};
+        "u8",  "u16",  "u32",    "u64",    "i8",     "i16", "i32",
+        "i64", "bool", "buffer", "string", "struct", "list"};
     return f->typed && f->type < FERRY_TYPE__COUNT ? names[f->type] : "field";
 }
 
 static unsigned scalar_wire_size(FerryType t)
 {
     switch (t) {
-    case FERRY_TYPE_U8: case FERRY_TYPE_I8: case FERRY_TYPE_BOOL: return 1;
-    case FERRY_TYPE_U16: case FERRY_TYPE_I16: return 2;
-    case FERRY_TYPE_U32: case FERRY_TYPE_I32: return 4;
-    case FERRY_TYPE_U64: case FERRY_TYPE_I64: return 8;
-    default: return 0;
+    case FERRY_TYPE_U8:
+    case FERRY_TYPE_I8:
+    case FERRY_TYPE_BOOL:
+        return 1;
+    case FERRY_TYPE_U16:
+    case FERRY_TYPE_I16:
+        return 2;
+    case FERRY_TYPE_U32:
+    case FERRY_TYPE_I32:
+        return 4;
+    case FERRY_TYPE_U64:
+    case FERRY_TYPE_I64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -297,9 +319,13 @@ static void compare_desc(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc
 static uint64_t array_capacity(const FerrySchemaField *f)
 {
     switch (f->array) {
-    case FERRY_ARRAY_NONE: return 1;
-    case FERRY_ARRAY_FIXED: case FERRY_ARRAY_VAR: return f->count;
-    default: return f->max;
+    case FERRY_ARRAY_NONE:
+        return 1;
+    case FERRY_ARRAY_FIXED:
+    case FERRY_ARRAY_VAR:
+        return f->count;
+    default:
+        return f->max;
     }
 }
 
@@ -331,8 +357,8 @@ static void compare_array(Ctx *c, const FerrySchemaField *s, const FerrySchemaFi
                 finding(c, FERRY_SCHEMA_ERROR, "field-array",
                         "the count on the wire never matches {D}'s fixed length: the load fails",
                         "keep the length; use a var array (count on the wire) if it must grow",
-                        "fixed array length %llu in {S}, %llu in {D}",
-                        (unsigned long long)s->count, (unsigned long long)d->count);
+                        "fixed array length %llu in {S}, %llu in {D}", (unsigned long long)s->count,
+                        (unsigned long long)d->count);
             break;
         case FERRY_ARRAY_VAR:
         case FERRY_ARRAY_ALLOC: {
@@ -405,8 +431,7 @@ static bool wire_same(const Ctx *c, const FerrySchemaField *s, const FerrySchema
 }
 
 /* A matched pair (same name, or accepted rename). c->path names the field. */
-static void compare_field(Ctx *c, const FerrySchemaField *s, const FerrySchemaField *d,
-                          uint32_t vs)
+static void compare_field(Ctx *c, const FerrySchemaField *s, const FerrySchemaField *d, uint32_t vs)
 {
     if (s->since != d->since && !(c->qemu && s->exists && d->exists))
         finding(c, FERRY_SCHEMA_WARNING, "field-version",
@@ -496,11 +521,9 @@ static void compare_field(Ctx *c, const FerrySchemaField *s, const FerrySchemaFi
         finding(c, FERRY_SCHEMA_INFO, "field-capacity", "{D} holds every string {S} sends", NULL,
                 "string capacity %llu in {S}, %llu in {D}", (unsigned long long)s->size,
                 (unsigned long long)d->size);
-    else if (scalar_wire_size(s->type) == 0 && s->type != FERRY_TYPE_STRING &&
-             s->size != d->size)
-        finding(c, FERRY_SCHEMA_ERROR, "field-size",
-                "{D} reads a different number of bytes", "keep the size",
-                "size %llu in {S}, %llu in {D}", (unsigned long long)s->size,
+    else if (scalar_wire_size(s->type) == 0 && s->type != FERRY_TYPE_STRING && s->size != d->size)
+        finding(c, FERRY_SCHEMA_ERROR, "field-size", "{D} reads a different number of bytes",
+                "keep the size", "size %llu in {S}, %llu in {D}", (unsigned long long)s->size,
                 (unsigned long long)d->size);
     compare_array(c, s, d);
 }
@@ -581,8 +604,8 @@ static bool descend(Ctx *c, Side *sd, const FerrySchemaDesc *d)
 }
 
 /* The field named `name` exists in `d` but not on the wire at version v. */
-static const FerrySchemaField *gated_out(const Ctx *c, const FerrySchemaDesc *d,
-                                         const char *name, uint32_t v)
+static const FerrySchemaField *gated_out(const Ctx *c, const FerrySchemaDesc *d, const char *name,
+                                         uint32_t v)
 {
     const FerrySchemaField *f = find_field(d, name);
     return f && !on_wire(c, f, v) ? f : NULL;
@@ -593,8 +616,7 @@ static void report_trailing(Ctx *c, const FerrySchemaField *df, const Cursor *sc
     size_t mark = path_push(c, ".", df->name, "");
     const FerrySchemaField *g = gated_out(c, scur->desc, df->name, scur->version);
     if (g)
-        finding(c, FERRY_SCHEMA_ERROR, "field-version-gap",
-                "{D} reads bytes {S} does not send (\"Missing section footer\")",
+        finding(c, FERRY_SCHEMA_ERROR, "field-version-gap", "{D} reads bytes {S} does not send {F}",
                 "give the field the same since version in both builds",
                 "{D} reads it from version-%u streams, {S} sends it only from version %u",
                 scur->version, g->since);
@@ -608,10 +630,9 @@ static void report_trailing(Ctx *c, const FerrySchemaField *df, const Cursor *sc
     else
         finding(c, FERRY_SCHEMA_ERROR, "field-appended",
                 "{S} never sends it: {D} reads the next bytes of the stream as this field "
-                "(\"Missing section footer\")",
-                fix_dst_only(c),
-                "{D} reads %s (size %llu) after the last field {S} sends", df->name,
-                (unsigned long long)df->size);
+                "{F}",
+                fix_dst_only(c), "{D} reads %s (size %llu) after the last field {S} sends",
+                df->name, (unsigned long long)df->size);
     path_pop(c, mark);
 }
 
@@ -628,10 +649,9 @@ static void report_removed(Ctx *c, const FerrySchemaField *sf, const Cursor *dcu
                 dcur->version, g->since);
     else
         finding(c, FERRY_SCHEMA_ERROR, "field-removed",
-                "{D} does not read its bytes: every later field is misread (\"Missing section "
-                "footer\")",
-                fix_src_only(c),
-                "{S} sends %s (size %llu), %s", sf->name, (unsigned long long)sf->size, detail);
+                "{D} does not read its bytes: every later field is misread {F}",
+                fix_src_only(c), "{S} sends %s (size %llu), %s", sf->name,
+                (unsigned long long)sf->size, detail);
     path_pop(c, mark);
 }
 
@@ -798,7 +818,7 @@ static void walk_fields(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc 
             else
                 finding(c, FERRY_SCHEMA_ERROR, "field-inserted",
                         "{D} reads bytes {S} never sent: every later field is misread "
-                        "(\"Missing section footer\")",
+                        "{F}",
                         fix_dst_only(c),
                         "{D} reads %s (size %llu) before %s; {S} does not send it (expected "
                         "\"%s\", got \"%s\")",
@@ -858,7 +878,7 @@ static void compare_subsections(Ctx *c, const FerrySchemaDesc *s, const FerrySch
             if (strlen(ss->desc->name) < pl + 1 || strncmp(ss->desc->name, d->name, pl))
                 finding(c, FERRY_SCHEMA_ERROR, "subsection-prefix",
                         "QEMU consumes a subsection only if its name starts with the parent's "
-                        "vmsd name: the stream stops there (\"Missing section footer\")",
+                        "vmsd name: the stream stops there {F}",
                         "name the subsection \"<parent vmsd name>/<something>\"",
                         "subsection \"%s\" is not prefixed by its parent's name \"%s\"",
                         ss->desc->name, d->name);
@@ -867,8 +887,7 @@ static void compare_subsections(Ctx *c, const FerrySchemaDesc *s, const FerrySch
                         "QEMU stores a subsection's version in a u8 on load",
                         "keep subsection versions below 256",
                         "subsection version %u does not fit in a byte (arrives as %u)",
-                        ss->desc->version,
-                        ss->desc->version & 0xff);
+                        ss->desc->version, ss->desc->version & 0xff);
         } else if (ss->optional != ds->optional) {
             finding(c, FERRY_SCHEMA_INFO, "subsection-optional",
                     "the flag only matters to a destination that does not know the subsection",
@@ -935,8 +954,7 @@ static void compare_desc(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc
         finding(c, FERRY_SCHEMA_INFO, "version-bumped",
                 "NEW loads OLD's version; OLD cannot load NEW's (backward migration fails)",
                 "if NEW -> OLD must work, send new state in a subsection instead of bumping",
-                "%s \"%s\": version %u in OLD, %u in NEW", what, s->name, s->version,
-                d->version);
+                "%s \"%s\": version %u in OLD, %u in NEW", what, s->name, s->version, d->version);
 
     if (strcmp(s->name, d->name)) {
         if (c->qemu) {
@@ -958,14 +976,14 @@ static void compare_desc(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc
     bool do_fields = true, do_subs = true;
     if (c->qemu) {
         if (s->has_min_version && !d->has_min_version)
-            finding(c, FERRY_SCHEMA_ERROR, "desc-entry-missing",
-                    "the dump is incomplete", "regenerate the dump",
-                    "entry \"minimum_version_id\" missing in {D}'s \"%s\"", d->name);
+            finding(c, FERRY_SCHEMA_ERROR, "desc-entry-missing", "the dump is incomplete",
+                    "regenerate the dump", "entry \"minimum_version_id\" missing in {D}'s \"%s\"",
+                    d->name);
         if (s->has_fields && !d->has_fields) {
             finding(c, FERRY_SCHEMA_ERROR, "desc-entry-missing",
                     "{S} sends fields that {D} does not read: the stream desynchronises",
-                    fix_src_only(c),
-                    "entry \"Fields\" missing: {D}'s \"%s\" has no fields", d->name);
+                    fix_src_only(c), "entry \"Fields\" missing: {D}'s \"%s\" has no fields",
+                    d->name);
             do_fields = false;
         }
         if (s->has_subsections && !d->has_subsections) {
@@ -974,14 +992,13 @@ static void compare_desc(Ctx *c, const FerrySchemaDesc *s, const FerrySchemaDesc
             for (size_t i = 0; i < s->nsubsections && nl < sizeof(names); i++)
                 nl += (size_t)snprintf(names + nl, sizeof(names) - nl, "%s\"%s\"", i ? ", " : "",
                                        s->subsections[i].desc->name);
-            finding(c, FERRY_SCHEMA_ERROR, "desc-entry-missing",
-                    "{S} sends its subsections whenever needed() is true; {D} fails the load "
-                    "(ENOENT)",
-                    c->dir == FERRY_SCHEMA_FORWARD
-                        ? "keep the subsections in NEW"
-                        : "make their needed() false for old machine types",
-                    "entry \"Subsections\" missing: {D}'s \"%s\" has none, {S} has %s", d->name,
-                    names);
+            finding(
+                c, FERRY_SCHEMA_ERROR, "desc-entry-missing",
+                "{S} sends its subsections whenever needed() is true; {D} fails the load "
+                "(ENOENT)",
+                c->dir == FERRY_SCHEMA_FORWARD ? "keep the subsections in NEW"
+                                               : "make their needed() false for old machine types",
+                "entry \"Subsections\" missing: {D}'s \"%s\" has none, {S} has %s", d->name, names);
             do_subs = false;
         }
     }
@@ -1066,8 +1083,8 @@ static void report_missing(Ctx *c, const FerrySchemaSection *ss)
                 ss->name, nshape > 1 ? "s" : "", cand);
     } else {
         finding(c, FERRY_SCHEMA_ERROR, "section-missing",
-                "{S} sends it and {D} rejects the stream (\"Unknown savevm section\")",
-                fix_keep, "section \"%s\" does not exist in {D}", ss->name);
+                "{S} sends it and {D} rejects the stream (\"Unknown savevm section\")", fix_keep,
+                "section \"%s\" does not exist in {D}", ss->name);
     }
 }
 
@@ -1079,8 +1096,7 @@ static void compare_section(Ctx *c, const FerrySchemaSection *ss, const FerrySch
         bool desc_same_v = ss->desc && ds->desc && ss->desc->version == ss->version &&
                            ds->desc->version == ds->version;
         bool desc_same_min = ss->desc && ds->desc && ss->desc->version == ss->version &&
-                             ds->desc->has_min_version &&
-                             ds->desc->min_version == ds->min_version;
+                             ds->desc->has_min_version && ds->desc->min_version == ds->min_version;
         if (ss->has_version && ds->has_version && ss->version > ds->version && !desc_same_v)
             finding(c, FERRY_SCHEMA_ERROR, "version-too-new",
                     "{D} refuses the section (\"savevm: unsupported version\")",
@@ -1088,8 +1104,8 @@ static void compare_section(Ctx *c, const FerrySchemaSection *ss, const FerrySch
                         ? "NEW must load every version OLD writes: keep NEW's version >= OLD's"
                         : "to migrate back, put new state in a subsection instead of bumping "
                           "the version",
-                    "version error: section version %u in {S}, {D} loads at most %u",
-                    ss->version, ds->version);
+                    "version error: section version %u in {S}, {D} loads at most %u", ss->version,
+                    ds->version);
         if (ss->has_version && ds->has_min_version && ss->version < ds->min_version &&
             !desc_same_min)
             finding(c, FERRY_SCHEMA_ERROR, "version-too-old",
@@ -1125,16 +1141,14 @@ int ferry_schema_compare(const FerrySchemaDoc *old, const FerrySchemaDoc *new_,
                          FerrySchemaDirection dir, FerrySchemaReport *rep, FerryError *err)
 {
     if (ferry_schema_doc_format(old) != ferry_schema_doc_format(new_))
-        return ferry_error_set(err, -EINVAL,
-                               "%s is a %s file but %s is a %s file: compare like with like",
-                               ferry_schema_doc_name(old),
-                               ferry_schema_doc_format(old) == FERRY_SCHEMA_FORMAT_QEMU
-                                   ? "QEMU -dump-vmstate"
-                                   : "Ferry schema",
-                               ferry_schema_doc_name(new_),
-                               ferry_schema_doc_format(new_) == FERRY_SCHEMA_FORMAT_QEMU
-                                   ? "QEMU -dump-vmstate"
-                                   : "Ferry schema");
+        return ferry_error_set(
+            err, -EINVAL, "%s is a %s file but %s is a %s file: compare like with like",
+            ferry_schema_doc_name(old),
+            ferry_schema_doc_format(old) == FERRY_SCHEMA_FORMAT_QEMU ? "QEMU -dump-vmstate"
+                                                                     : "Ferry schema",
+            ferry_schema_doc_name(new_),
+            ferry_schema_doc_format(new_) == FERRY_SCHEMA_FORMAT_QEMU ? "QEMU -dump-vmstate"
+                                                                      : "Ferry schema");
     Ctx c = {.rep = rep, .dir = dir};
     c.qemu = ferry_schema_doc_format(old) == FERRY_SCHEMA_FORMAT_QEMU;
     if (dir == FERRY_SCHEMA_FORWARD) {

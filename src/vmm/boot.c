@@ -192,33 +192,11 @@ static void seg64(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
                               .g = 1};
 }
 
-int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError *err)
+/* Long mode on the VMM's identity tables and GDT (they must already be in guest RAM). */
+static int long_mode(FerryVcpu *v, uint64_t rip, uint64_t rsp, uint64_t rdi, FerryError *err)
 {
-    uint64_t end_tables = PD_ADDR + 4 * 4096;
-    uint8_t *low = ferry_vm_gpa_to_host(vm, 0, end_tables);
-    if (!low || ferry_vm_ram_size(vm) <= FERRY_BOOT_FLAT_LOAD_ADDR)
-        return ferry_error_set(err, -ENOMEM,
-                               "firmware: %s: RAM of %llu bytes is too small for a flat "
-                               "64-bit image loaded at 1 MiB",
-                               path, (unsigned long long)ferry_vm_ram_size(vm));
-    uint64_t room = ferry_vm_ram_size(vm) - FERRY_BOOT_FLAT_LOAD_ADDR;
-    if (room > FERRY_VM_LOW_RAM_MAX - FERRY_BOOT_FLAT_LOAD_ADDR)
-        room = FERRY_VM_LOW_RAM_MAX - FERRY_BOOT_FLAT_LOAD_ADDR;
-    uint8_t *img;
-    size_t len;
-    int r = read_file(path, &img, &len, (size_t)room, err);
-    if (r < 0)
-        return ferry_error_prefix(err, "firmware: ");
-    if (!len) {
-        free(img);
-        return ferry_error_set(err, -EINVAL, "firmware: %s: empty file", path);
-    }
-    memcpy(ferry_vm_gpa_to_host(vm, FERRY_BOOT_FLAT_LOAD_ADDR, len), img, len);
-    free(img);
-    build_tables(low);
-
     struct kvm_sregs s;
-    r = get_sregs(bsp, &s, err);
+    int r = get_sregs(v, &s, err);
     if (r < 0)
         return r;
     s.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_PG;
@@ -235,10 +213,70 @@ int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError 
     s.gdt.limit = 5 * 8 - 1;
     s.idt.base = 0;
     s.idt.limit = 0;
-    struct kvm_regs regs = {
-        .rip = FERRY_BOOT_FLAT_LOAD_ADDR, .rsp = FERRY_BOOT_FLAT_STACK_TOP, .rflags = 0x2};
-    r = set_sregs_regs(bsp, &s, &regs, err);
+    struct kvm_regs regs = {.rip = rip, .rsp = rsp, .rdi = rdi, .rflags = 0x2};
+    return set_sregs_regs(v, &s, &regs, err);
+}
+
+int ferry_boot_flat64_mem(FerryVm *vm, FerryVcpu *bsp, const void *image, size_t len,
+                          FerryError *err)
+{
+    uint64_t end_tables = PD_ADDR + 4 * 4096;
+    uint8_t *low = ferry_vm_gpa_to_host(vm, 0, end_tables);
+    uint64_t ram = ferry_vm_ram_size(vm);
+    if (ram > FERRY_VM_LOW_RAM_MAX)
+        ram = FERRY_VM_LOW_RAM_MAX;
+    if (!low || ram <= FERRY_BOOT_FLAT_LOAD_ADDR || len > ram - FERRY_BOOT_FLAT_LOAD_ADDR)
+        return ferry_error_set(err, -ENOMEM,
+                               "flat 64-bit image of %zu bytes does not fit in "
+                               "%llu bytes of RAM above 1 MiB",
+                               len, (unsigned long long)ferry_vm_ram_size(vm));
+    if (!len)
+        return ferry_error_set(err, -EINVAL, "flat 64-bit image: empty");
+    memcpy(ferry_vm_gpa_to_host(vm, FERRY_BOOT_FLAT_LOAD_ADDR, len), image, len);
+    build_tables(low);
+    int r = long_mode(bsp, FERRY_BOOT_FLAT_LOAD_ADDR, FERRY_BOOT_FLAT_STACK_TOP, 0, err);
     if (r < 0)
-        return ferry_error_prefix(err, "firmware %s: entering long mode: ", path);
+        return ferry_error_prefix(err, "entering long mode: ");
+    return 0;
+}
+
+int ferry_boot_ap64(FerryVcpu *vcpu, uint64_t rip, uint64_t rsp, uint64_t rdi, FerryError *err)
+{
+    int r = long_mode(vcpu, rip, rsp, rdi, err);
+    if (r < 0)
+        return r;
+    /* A vCPU other than the BSP starts in wait-for-SIPI in the in-kernel LAPIC. */
+    struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+    if (ioctl(ferry_vcpu_fd(vcpu), KVM_SET_MP_STATE, &mp) < 0)
+        return ferry_error_set(err, -errno, "vCPU %u: KVM_SET_MP_STATE: %s", ferry_vcpu_id(vcpu),
+                               strerror(errno));
+    return 0;
+}
+
+int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError *err)
+{
+    uint64_t room = ferry_vm_ram_size(vm) > FERRY_BOOT_FLAT_LOAD_ADDR
+                        ? ferry_vm_ram_size(vm) - FERRY_BOOT_FLAT_LOAD_ADDR
+                        : 0;
+    if (room > FERRY_VM_LOW_RAM_MAX - FERRY_BOOT_FLAT_LOAD_ADDR)
+        room = FERRY_VM_LOW_RAM_MAX - FERRY_BOOT_FLAT_LOAD_ADDR;
+    if (!room)
+        return ferry_error_set(err, -ENOMEM,
+                               "firmware: %s: RAM of %llu bytes is too small for "
+                               "a flat 64-bit image loaded at 1 MiB",
+                               path, (unsigned long long)ferry_vm_ram_size(vm));
+    uint8_t *img;
+    size_t len;
+    int r = read_file(path, &img, &len, (size_t)room, err);
+    if (r < 0)
+        return ferry_error_prefix(err, "firmware: ");
+    if (!len) {
+        free(img);
+        return ferry_error_set(err, -EINVAL, "firmware: %s: empty file", path);
+    }
+    r = ferry_boot_flat64_mem(vm, bsp, img, len, err);
+    free(img);
+    if (r < 0)
+        return ferry_error_prefix(err, "firmware %s: ", path);
     return 0;
 }

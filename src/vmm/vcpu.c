@@ -369,6 +369,26 @@ void ferry_vcpu_start(FerryVcpu *v)
     pthread_mutex_unlock(&set->lock);
 }
 
+void ferry_vcpu_stop(FerryVcpu *v)
+{
+    FerryVcpus *set = v->set;
+    pthread_mutex_lock(&set->lock);
+    v->started = false;
+    kick(v);
+    while (!v->parked)
+        pthread_cond_wait(&set->cond, &set->lock);
+    pthread_mutex_unlock(&set->lock);
+}
+
+bool ferry_vcpu_started(const FerryVcpu *v)
+{
+    FerryVcpus *set = v->set;
+    pthread_mutex_lock(&set->lock);
+    bool s = v->started;
+    pthread_mutex_unlock(&set->lock);
+    return s;
+}
+
 static bool all_parked(const FerryVcpus *set)
 {
     for (unsigned i = 0; i < set->count; i++)

@@ -1,13 +1,13 @@
 /* libFuzzer harness for `ferry schema check` input: the JSON parser, both model loaders and the
  * rule engine. An input holding "\n----\n" is split into OLD and NEW; otherwise it is compared
  * with itself. Built by tests/fuzz/meson.build's loop, so it compiles the engine's sources. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "../../src/tools/schema_json.c"
 #include "../../src/tools/schema_model.c"
 #include "../../src/tools/schema_rules.c"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 static FerrySchemaDoc *load_part(const char *name, const uint8_t *data, size_t size)
 {

@@ -31,8 +31,14 @@ for args, needle in [
     (["--smp", "4,maxcpus=2", "--boot-sector", "x"], "4 vCPUs exceed maxcpus=2"),
     (["--smp", "two", "--boot-sector", "x"], "--smp: vCPU count 'two'"),
     (["--bogus"], "unknown option '--bogus'"),
-    ([], "exactly one of --boot-sector and --firmware"),
-    (["--boot-sector", "a", "--firmware", "b"], "exactly one of"),
+    (["--boot-sector", "a", "--firmware", "b"], "at most one of"),
+    (["--workload", "dirty", "--boot-sector", "x"], "cannot be combined"),
+    (["--workload", "busy"], "unknown kind 'busy'"),
+    (["--machine", "pc"], "--machine 'pc': unknown machine type (known: ferry-1.0, ferry-2.0)"),
+    (["--qmp", "/tmp/x"], "expected unix:PATH"),
+    (["--memory", "256M", "--maxmem", "128M"], "--maxmem (128 MiB) is below --memory"),
+    (["--memory", "128M", "--maxmem", "200M"], "multiple of 128M"),
+    (["--device"], "--device needs a value"),
     (["--memory"], "--memory needs a value"),
 ]:
     rc, out, err = run(*args)
@@ -40,7 +46,7 @@ for args, needle in [
     check(needle in err, f"{args}: stderr {err!r} lacks {needle!r}")
 
 rc, out, err = run("--help")
-check(rc == 0 and "--boot-sector FILE" in out, "--help lists the options")
+check(rc == 0 and "--boot-sector FILE" in out and "-S " in out, "--help lists the options")
 
 # Too much memory: refused before anything is mapped.
 rc, out, err = run("--memory", "100000G", "--boot-sector", "x")
@@ -73,6 +79,20 @@ with tempfile.TemporaryDirectory() as d:
     check(text.startswith("AB"), f"serial file shows A then B: {text[:20]!r}")
     check(p.returncode == 0, f"SIGTERM: exit {p.returncode}, stderr {err!r}")
     check("terminating on signal TERM" in err, f"SIGTERM message: {err!r}")
+
+# Start-up failures name the option and the reason (exit 1).
+for args, needle in [
+    (["--device", "cpu,id=c9,slot=9"], "--device cpu,id=c9,slot=9: device 'c9': slot 9 out of "
+     "range (1 cpu slots)"),
+    (["--device", "mem-block,id=m0,slot=0"], "would exceed maxmem"),
+    (["--serial", "/nonexistent/dir/serial.log"], "--serial /nonexistent/dir/serial.log: "
+     "cannot open: No such file or directory"),
+    (["--qmp", "unix:/nonexistent/dir/qmp.sock"], "--qmp: "),
+    (["--workload", "dirty,mb=200"], "needs at least 216 MiB of memory"),
+]:
+    rc, out, err = run(*args)
+    check(rc == 1, f"{args}: exit {rc}, want 1 ({err!r})")
+    check(needle in err, f"{args}: stderr {err!r} lacks {needle!r}")
 
 rc, out, err = run("--memory", "16M", "--firmware", hello64)
 check(rc == 0, f"firmware: exit {rc} {err!r}")

@@ -34,6 +34,13 @@ int ferry_boot_sector_mem(FerryVm *vm, FerryVcpu *bsp, const void *image, size_t
  * and set `bsp` to 64-bit long mode (CR0.PE|PG, CR4.PAE, EFER.LME|LMA) with RIP at the load
  * address and RSP at FERRY_BOOT_FLAT_STACK_TOP. Fails if the image does not fit in RAM. */
 int ferry_boot_flat64(FerryVm *vm, FerryVcpu *bsp, const char *path, FerryError *err);
+/* Same from memory (`image` borrowed, copied into guest RAM). */
+int ferry_boot_flat64_mem(FerryVm *vm, FerryVcpu *bsp, const void *image, size_t len,
+                          FerryError *err);
+/* Start a vCPU other than the BSP directly in long mode on the tables ferry_boot_flat64 built:
+ * RIP, RSP and RDI as given, runnable (not waiting for SIPI). This is how the built-in
+ * firmware's application processors start (docs/firmware.md). The vCPU must not be running. */
+int ferry_boot_ap64(FerryVcpu *vcpu, uint64_t rip, uint64_t rsp, uint64_t rdi, FerryError *err);
 
 /* Set a vCPU to real mode at `cs_base` + `ip` (used for APs started by the VMM, e.g. a vCPU
  * hotplugged by a test) and mark it runnable. */

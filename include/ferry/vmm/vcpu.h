@@ -43,6 +43,13 @@ void ferry_vcpus_destroy(FerryVcpus *set);
 FerryVcpu *ferry_vcpus_add(FerryVcpus *set, uint32_t id, FerryError *err);
 /* Let the vCPU run (when the set is resumed); also restarts one stopped by an event. */
 void ferry_vcpu_start(FerryVcpu *vcpu);
+/* Stop one vCPU (vCPU unplug): returns when it is out of KVM_RUN with its last exit completed
+ * and will not run again until ferry_vcpu_start. KVM cannot destroy a vCPU, so an unplugged
+ * vCPU stays in the set, parked (as QEMU parks vCPU fds), and is reused when the id returns.
+ * Must not be called on the vCPU's own thread, nor while holding a lock its exits need. */
+void ferry_vcpu_stop(FerryVcpu *vcpu);
+/* Whether the vCPU is started (ferry_vcpu_start called, no stop or stopping event since). */
+bool ferry_vcpu_started(const FerryVcpu *vcpu);
 
 /* Pause every vCPU: returns only when each one is out of KVM_RUN with its last exit completed
  * (registers consistent, ready for state save). Idempotent. */

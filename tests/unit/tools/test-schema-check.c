@@ -6,9 +6,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
+// clang-format off: cmocka needs the headers above first
 #include <cmocka.h>
+// clang-format on
 
+#include "ferry/state/schema.h"
 #include "schema_check.h"
 
 static char *dup_buf(const char *s)
@@ -34,8 +36,10 @@ static void test_json_values(void **state)
 {
     (void)state;
     FerryError err = {0};
-    FerryJsonDoc *d = parse(" {\"a\": [1, -2, 3.5, true, false, null, \"x\\u00e9\\n\\ud83d\\ude00\"],"
-                            " \"b\": {}, \"c\": []} ", &err);
+    FerryJsonDoc *d =
+        parse(" {\"a\": [1, -2, 3.5, true, false, null, \"x\\u00e9\\n\\ud83d\\ude00\"],"
+              " \"b\": {}, \"c\": []} ",
+              &err);
     assert_non_null(d);
     const FerryJson *a = ferry_json_get(ferry_json_root(d), "a");
     assert_non_null(a);
@@ -86,31 +90,34 @@ static void test_json_errors(void **state)
     "\"sections\": [" SECTIONS "]}"
 #define SERIAL(VER, FIELDS, SUBS)                                                                  \
     "{\"section\": \"serial\", \"instance\": 0, \"description\": {\"name\": \"serial\", "          \
-    "\"version\": " #VER ", \"min_version\": 1, \"fields\": [" FIELDS "], \"subsections\": ["     \
-    SUBS "]}}"
+    "\"version\": " #VER ", \"min_version\": 1, \"fields\": [" FIELDS "], \"subsections\": [" SUBS \
+    "]}}"
 #define U8(NAME) "{\"name\": \"" NAME "\", \"type\": \"u8\", \"size\": 1}"
-#define U8_SINCE(NAME, S) "{\"name\": \"" NAME "\", \"type\": \"u8\", \"size\": 1, \"since\": " #S "}"
+#define U8_SINCE(NAME, S)                                                                          \
+    "{\"name\": \"" NAME "\", \"type\": \"u8\", \"size\": 1, \"since\": " #S "}"
 
 static void test_load_errors_name_path(void **state)
 {
     (void)state;
     FerryError err = {0};
-    assert_null(load("x.json", FERRY_DOC(SERIAL(1, "{\"name\": \"a\", \"type\": \"u7\"}", "")),
-                     &err));
+    assert_null(
+        load("x.json", FERRY_DOC(SERIAL(1, "{\"name\": \"a\", \"type\": \"u7\"}", "")), &err));
     assert_string_equal(err.msg,
                         "x.json: $.sections[0].description.fields[0].type: unknown type \"u7\"");
-    assert_null(load("y.json", "{\"kvmclock\": {\"Description\": {\"name\": \"k\", "
-                               "\"version_id\": 1, \"Fields\": [{\"field\": \"c\", "
-                               "\"version_id\": \"0\", \"size\": 8}]}}}",
+    assert_null(load("y.json",
+                     "{\"kvmclock\": {\"Description\": {\"name\": \"k\", "
+                     "\"version_id\": 1, \"Fields\": [{\"field\": \"c\", "
+                     "\"version_id\": \"0\", \"size\": 8}]}}}",
                      &err));
     assert_string_equal(err.msg, "y.json: $.kvmclock.Description.Fields[0].version_id: expected "
                                  "an integer, got a string");
-    assert_null(load("z.json", "{\"format\": \"ferry-schema\", \"format_version\": 2, "
-                               "\"sections\": []}",
+    assert_null(load("z.json",
+                     "{\"format\": \"ferry-schema\", \"format_version\": 2, "
+                     "\"sections\": []}",
                      &err));
     assert_non_null(strstr(err.msg, "z.json: $.format_version: unsupported format_version 2"));
-    assert_null(load("d.json", FERRY_DOC(SERIAL(1, U8("a"), "") ", " SERIAL(1, U8("a"), "")),
-                     &err));
+    assert_null(
+        load("d.json", FERRY_DOC(SERIAL(1, U8("a"), "") ", " SERIAL(1, U8("a"), "")), &err));
     assert_non_null(strstr(err.msg, "duplicate section \"serial\" instance 0"));
 }
 
@@ -203,14 +210,15 @@ static void test_subsection_optional_matters(void **state)
 }
 
 #define QFIELD(NAME, V, SIZE)                                                                      \
-    "{\"field\": \"" NAME "\", \"version_id\": " #V ", \"field_exists\": false, \"size\": " #SIZE "}"
+    "{\"field\": \"" NAME "\", \"version_id\": " #V ", \"field_exists\": false, \"size\": " #SIZE  \
+    "}"
 #define QDOC(INNER_V, INNER_FIELDS)                                                                \
     "{\"vmschkmachine\": {\"Name\": \"pc\"}, \"dev\": {\"Name\": \"dev\", \"version_id\": 1, "     \
     "\"minimum_version_id\": 1, \"Description\": {\"name\": \"dev\", \"version_id\": 1, "          \
     "\"minimum_version_id\": 1, \"Fields\": [{\"field\": \"pci\", \"version_id\": 0, "             \
     "\"field_exists\": false, \"size\": 64, \"Description\": {\"name\": \"PCIDevice\", "           \
-    "\"version_id\": " #INNER_V ", \"minimum_version_id\": 1, \"Fields\": [" INNER_FIELDS "]}}, " \
-    QFIELD("x", 0, 4) "]}}}"
+    "\"version_id\": " #INNER_V ", \"minimum_version_id\": 1, \"Fields\": [" INNER_FIELDS          \
+    "]}}, " QFIELD("x", 0, 4) "]}}}"
 
 /* QEMU loads a nested struct at the destination's own version: a field added behind a nested
  * version bump is read from an old source that never sent it. The checker misses this. */
@@ -222,8 +230,8 @@ static void test_qemu_nested_struct_local_version(void **state)
         {FERRY_SCHEMA_BACKWARD, FERRY_SCHEMA_ERROR, "version-too-new", "dev.pci"},
         {FERRY_SCHEMA_BACKWARD, FERRY_SCHEMA_ERROR, "field-removed", "dev.pci.irq"},
     };
-    check(QDOC(1, QFIELD("config", 0, 16)), QDOC(2, QFIELD("config", 0, 16) "," QFIELD("irq", 2, 4)),
-          w, 3);
+    check(QDOC(1, QFIELD("config", 0, 16)),
+          QDOC(2, QFIELD("config", 0, 16) "," QFIELD("irq", 2, 4)), w, 3);
 }
 
 static void test_formats_must_match(void **state)
@@ -242,6 +250,85 @@ static void test_formats_must_match(void **state)
     ferry_schema_doc_free(n);
 }
 
+/* The real exporter (libferry's ferry_schema_dumps) feeds the checker: a serial device appends a
+ * register without a version bump between two builds' tables. */
+typedef struct Serial {
+    uint8_t lsr, ier;
+    uint16_t div;
+    uint8_t scr;
+} Serial;
+static const FerryField serial_v1_fields[] = {FERRY_FIELD(Serial, lsr), FERRY_FIELD(Serial, ier),
+                                              FERRY_FIELD(Serial, div), FERRY_END};
+static const FerryField serial_v1_appended[] = {FERRY_FIELD(Serial, lsr), FERRY_FIELD(Serial, ier),
+                                                FERRY_FIELD(Serial, div), FERRY_FIELD(Serial, scr),
+                                                FERRY_END};
+static const FerryField serial_v2_fields[] = {FERRY_FIELD(Serial, lsr), FERRY_FIELD(Serial, ier),
+                                              FERRY_FIELD(Serial, div),
+                                              FERRY_FIELD(Serial, scr, .since = 2), FERRY_END};
+static const FerryDesc serial_old = {.name = "serial",
+                                     .version = 1,
+                                     .min_version = 1,
+                                     .size = sizeof(Serial),
+                                     .fields = serial_v1_fields};
+static const FerryDesc serial_bad = {.name = "serial",
+                                     .version = 1,
+                                     .min_version = 1,
+                                     .size = sizeof(Serial),
+                                     .fields = serial_v1_appended};
+static const FerryDesc serial_good = {.name = "serial",
+                                      .version = 2,
+                                      .min_version = 1,
+                                      .size = sizeof(Serial),
+                                      .fields = serial_v2_fields};
+
+static FerrySchemaDoc *export_doc(const char *name, const FerryDesc *d)
+{
+    FerryError err = {0};
+    FerryRegistry *reg = ferry_registry_new();
+    assert_non_null(reg);
+    assert_int_equal(ferry_registry_add(reg, "serial", 0, d, NULL, &err), 0);
+    char *text = ferry_schema_dumps(reg, "ferry-1.0");
+    assert_non_null(text);
+    FerrySchemaDoc *doc = load(name, text, &err);
+    if (!doc)
+        fail_msg("%s", err.msg);
+    free(text);
+    ferry_registry_free(reg);
+    return doc;
+}
+
+static size_t count_rule(const FerrySchemaReport *r, FerrySchemaDirection dir,
+                         FerrySchemaSeverity sev, const char *rule)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ferry_schema_report_count(r); i++) {
+        const FerrySchemaFinding *f = ferry_schema_report_finding(r, i);
+        n += f->direction == dir && f->severity == sev && !strcmp(f->rule, rule);
+    }
+    return n;
+}
+
+static void test_real_exporter(void **state)
+{
+    (void)state;
+    FerryError err = {0};
+    FerrySchemaDoc *old = export_doc("old", &serial_old), *bad = export_doc("bad", &serial_bad),
+                   *good = export_doc("good", &serial_good);
+    FerrySchemaReport *r = ferry_schema_report_new();
+    assert_int_equal(ferry_schema_compare(old, bad, FERRY_SCHEMA_FORWARD, r, &err), 0);
+    assert_int_equal(count_rule(r, FERRY_SCHEMA_FORWARD, FERRY_SCHEMA_ERROR, "field-appended"), 1);
+    ferry_schema_report_free(r);
+    r = ferry_schema_report_new();
+    assert_int_equal(ferry_schema_compare(old, good, FERRY_SCHEMA_FORWARD, r, &err), 0);
+    assert_int_equal(ferry_schema_report_tally(r, FERRY_SCHEMA_FORWARD, FERRY_SCHEMA_ERROR), 0);
+    assert_int_equal(
+        count_rule(r, FERRY_SCHEMA_FORWARD, FERRY_SCHEMA_INFO, "field-added-versioned"), 1);
+    ferry_schema_report_free(r);
+    ferry_schema_doc_free(old);
+    ferry_schema_doc_free(bad);
+    ferry_schema_doc_free(good);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_subsection_optional_matters),
         cmocka_unit_test(test_qemu_nested_struct_local_version),
         cmocka_unit_test(test_formats_must_match),
+        cmocka_unit_test(test_real_exporter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,32 @@
+/* QMP commands of live migration (DESIGN §6): migrate, migrate-incoming, query-migrate,
+ * migrate_cancel, migrate-set-parameters, query-migrate-parameters, on a FerryMigration; and
+ * the MIGRATION / MIGRATION_PASS events a host emits from its FerryMigHost hooks. */
+#ifndef FERRY_CONTROL_QMP_MIGRATION_H
+#define FERRY_CONTROL_QMP_MIGRATION_H
+
+#include <jansson.h>
+
+#include "ferry/control/qmp.h"
+#include "ferry/migration/migration.h"
+
+typedef struct FerryQmpMigration FerryQmpMigration;
+typedef bool (*FerryQmpIncomingAllowedFn)(void *opaque);
+
+/* Implement the six commands on `cmds` with `mig` (borrowed; must outlive the registry).
+ * migrate-incoming is accepted only while `incoming_allowed` says so (NULL: always), e.g. in
+ * the inmigrate run state, like QEMU's "-incoming defer". Returns the handlers' context; the
+ * caller frees it with ferry_qmp_migration_free after destroying the server and registry. */
+FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMigration *mig,
+                                                FerryQmpIncomingAllowedFn incoming_allowed,
+                                                void *opaque, FerryError *err);
+void ferry_qmp_migration_free(FerryQmpMigration *q);
+
+/* query-migrate's answer for `info` in QEMU's shape, plus "x-ferry" (passes, delta pages,
+ * throttle). New reference. */
+json_t *ferry_qmp_migration_info_json(const FerryMigInfo *info);
+
+/* Events, for a host's FerryMigHost.on_status / on_pass hooks. `srv` may be NULL (no-op). */
+void ferry_qmp_migration_emit_status(FerryQmpServer *srv, FerryMigStatus status);
+void ferry_qmp_migration_emit_pass(FerryQmpServer *srv, uint64_t pass);
+
+#endif

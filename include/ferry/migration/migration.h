@@ -1,0 +1,125 @@
+/* Live migration of a KVM VM (DESIGN §5): a pre-copy engine for the source, the incoming side
+ * for the destination, and snapshot/restore through file: URIs. One FerryMigration object per
+ * VM holds the parameters and the state of the current or last migration; the engine runs on
+ * its own threads and is controlled through this API (QMP wiring lives in ferry/control). */
+#ifndef FERRY_MIGRATION_MIGRATION_H
+#define FERRY_MIGRATION_MIGRATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/error.h"
+#include "ferry/machine/machine.h"
+#include "ferry/vmm/vcpu.h"
+#include "ferry/vmm/vm.h"
+
+typedef struct FerryMigration FerryMigration;
+
+/* QEMU's MigrationStatus spelling. */
+typedef enum FerryMigStatus {
+    FERRY_MIG_NONE,
+    FERRY_MIG_SETUP,
+    FERRY_MIG_ACTIVE,
+    FERRY_MIG_DEVICE, /* vCPUs stopped: final pass and device state */
+    FERRY_MIG_COMPLETED,
+    FERRY_MIG_FAILED,
+    FERRY_MIG_CANCELLING,
+    FERRY_MIG_CANCELLED,
+} FerryMigStatus;
+const char *ferry_mig_status_name(FerryMigStatus s);
+bool ferry_mig_status_active(FerryMigStatus s); /* setup, active, device, cancelling */
+
+/* What to do when the dirty set does not shrink below the downtime limit (docs/migration.md). */
+typedef enum FerryMigConverge {
+    FERRY_MIG_CONVERGE_SWITCHOVER = 0, /* after max_passes: stop and send the rest (default) */
+    FERRY_MIG_CONVERGE_THROTTLE = 1,   /* after max_passes: throttle vCPUs in 20 % steps */
+} FerryMigConverge;
+
+typedef struct FerryMigParams {
+    uint64_t downtime_limit_ms; /* default 300 (QEMU's) */
+    uint64_t max_bandwidth;     /* bytes/s; 0 = unlimited (default) */
+    uint32_t multifd_channels;  /* dedicated RAM channels; 0 = RAM on the main channel */
+    uint32_t max_passes;        /* dirty passes before the non-convergence policy; default 30 */
+    uint32_t converge;          /* FerryMigConverge */
+    bool delta;                 /* XOR+RLE delta of re-sent pages (default true) */
+    bool prefault;              /* destination: fault RAM in while waiting (default true) */
+} FerryMigParams;
+void ferry_mig_params_default(FerryMigParams *p);
+
+/* One pass over RAM (for query-migrate and the timeline plot). */
+typedef struct FerryMigPass {
+    uint64_t pages_sent;    /* pages sent in this pass (zero pages included) */
+    uint64_t bytes_sent;    /* wire bytes of the pass */
+    uint64_t pages_dirtied; /* dirty pages found at the end of the pass (next pass's work) */
+    uint64_t duration_us;
+    bool final;             /* sent with vCPUs stopped */
+} FerryMigPass;
+
+#define FERRY_MIG_PASSES_MAX 256
+
+/* Everything query-migrate reports. */
+typedef struct FerryMigInfo {
+    FerryMigStatus status;
+    bool incoming;
+    uint64_t total_time_ms, setup_time_ms, downtime_ms, expected_downtime_ms;
+    uint64_t ram_total, ram_transferred, ram_remaining; /* bytes */
+    uint64_t duplicate, normal, delta_pages;            /* pages: zero, raw, delta-encoded */
+    uint64_t normal_bytes;
+    double mbps;                 /* megabits/s over the last pass */
+    uint64_t dirty_sync_count;   /* dirty-log syncs (passes) */
+    uint64_t pages_per_second;
+    uint64_t dirty_pages_rate;
+    uint32_t throttle_pct;
+    bool prefault_done;          /* destination: RAM faulted in (ready for a fast stream) */
+    uint32_t npasses;
+    FerryMigPass passes[FERRY_MIG_PASSES_MAX];
+    char error[FERRY_ERROR_MSG_MAX]; /* when failed */
+} FerryMigInfo;
+
+/* The VM a migration moves, and the host's hooks. All pointers borrowed for the object's life. */
+typedef struct FerryMigHost {
+    FerryVm *vm;
+    FerryVcpus *vcpus;
+    FerryMachine *machine; /* may be NULL: no inventory handshake and no device sections */
+    /* Stop/resume the guest (default: ferry_vcpus_pause/resume). The host keeps its run state
+     * in step (STOP/RESUME events). Called from engine threads. */
+    void (*stop)(void *opaque);
+    void (*resume)(void *opaque);
+    /* Status changed (QMP MIGRATION) / a pass started (MIGRATION_PASS); engine threads. */
+    void (*on_status)(void *opaque, FerryMigStatus status);
+    void (*on_pass)(void *opaque, uint64_t pass);
+    /* Destination: a vCPU id in the stream that the VM lacks. Return it created (started or
+     * not: the engine calls ferry_vcpu_start), NULL + err to refuse. NULL hook: the engine
+     * creates it with ferry_vcpus_add. */
+    FerryVcpu *(*vcpu_add)(void *opaque, uint32_t id, FerryError *err);
+    void *opaque;
+} FerryMigHost;
+
+/* Caller frees with ferry_migration_free (which cancels and joins a running migration). */
+FerryMigration *ferry_migration_new(const FerryMigHost *host, FerryError *err);
+void ferry_migration_free(FerryMigration *m);
+
+/* Parameters apply to the next migration (and the bandwidth cap to the running one). */
+int ferry_migration_set_params(FerryMigration *m, const FerryMigParams *p, FerryError *err);
+void ferry_migration_get_params(FerryMigration *m, FerryMigParams *out);
+
+/* Source: start migrating to `uri` on engine threads and return. -EBUSY while one runs. The
+ * machine's device_add/device_del are refused until it ends. On success the vCPUs stay stopped
+ * and the machine goes to postmigrate; on failure or cancel the guest runs again. */
+int ferry_migration_start(FerryMigration *m, const char *uri, FerryError *err);
+/* Request cancellation (asynchronous; status goes cancelling -> cancelled). 0 if nothing runs. */
+int ferry_migration_cancel(FerryMigration *m);
+/* Block until the current migration (either direction) ends; returns its final status. */
+FerryMigStatus ferry_migration_wait(FerryMigration *m);
+void ferry_migration_info(FerryMigration *m, FerryMigInfo *out);
+
+/* Destination: listen on `uri` (tcp/unix; fd:/file: read at once) and load a stream into the
+ * VM on an engine thread; returns after the listener is set up (so tcp:HOST:0 has a port:
+ * ferry_migration_incoming_port). On success (status completed) the vCPUs are loaded and
+ * stopped; the host resumes them. On failure (status failed, info.error says why) the VM holds
+ * partial state and must not run. */
+int ferry_migration_incoming(FerryMigration *m, const char *uri, FerryError *err);
+int ferry_migration_incoming_port(FerryMigration *m);
+
+#endif

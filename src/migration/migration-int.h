@@ -1,0 +1,69 @@
+/* Private state of the migration engine shared by migration.c (object, parameters, statistics),
+ * source.c (pre-copy) and incoming.c (destination). */
+#ifndef FERRY_MIGRATION_INT_H
+#define FERRY_MIGRATION_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ferry/migration/migration.h"
+#include "ferry/migration/transport.h"
+#include "ferry/stream/stream.h"
+#include "ram-int.h"
+
+/* Migration-only record kinds (docs/stream-format.md). */
+#define MIG_REC_HANDSHAKE 0x20 /* JSON: machine, inventory, RAM blocks, channels, session */
+#define MIG_REC_CHANNEL 0x21   /* u32 channel index, u32 channels, 16-byte session id */
+
+#define MIG_RECORD_TARGET (1u << 20) /* ram-pages payload size before a record is closed */
+#define MIG_CHUNK_SHIFT 9            /* pages are sharded across channels in 2 MiB chunks */
+#define MIG_ACK_TIMEOUT_MS 30000
+
+/* Return-path lines (destination -> source on the main connection). */
+#define MIG_REPLY_OK "FERRY-OK"
+#define MIG_REPLY_ERR "FERRY-ERR "
+#define MIG_REPLY_ACK "FERRY-ACK"
+#define MIG_GO "FERRY-GO"
+
+typedef struct MigBlock {
+    FerryRamBlock b;
+    uint64_t pages;
+    uint64_t *send;   /* pages to send in the current pass */
+    uint64_t *fetched; /* scratch bitmap for a merged fetch */
+    size_t bitmap_size;
+    uint8_t *shadow;  /* copy of what the destination holds (delta), MAP_NORESERVE */
+} MigBlock;
+
+struct FerryMigration {
+    FerryMigHost host;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    FerryMigParams params;
+    FerryMigInfo info;   /* under lock */
+    bool running;        /* an engine thread exists (joinable) */
+    pthread_t thread;
+    atomic_bool cancel;
+    /* Source. */
+    FerryUri uri;
+    int fds[1 + 255];    /* main + channel sockets; -1 when closed */
+    unsigned nfds;
+    /* Destination. */
+    int listen_fd;
+    int listen_port;
+    /* Timing. */
+    uint64_t start_ns;
+};
+
+uint64_t mig_now_ns(void);
+void mig_set_status(FerryMigration *m, FerryMigStatus st);
+void mig_fail(FerryMigration *m, const FerryError *err);
+void *mig_source_main(void *arg);
+void *mig_incoming_main(void *arg);
+/* Shut down every socket so blocked reads/writes return (cancel, failure). */
+void mig_shutdown_fds(FerryMigration *m);
+void mig_block_sigpipe(void);
+/* Read one '\n'-terminated line from fd into buf (NUL-terminated, newline removed). */
+int mig_read_line(int fd, char *buf, size_t size, int timeout_ms, FerryError *err);
+int mig_write_all(int fd, const void *data, size_t len, FerryError *err);
+
+#endif

@@ -1,0 +1,428 @@
+/* Live migration of the shared dirtying boot-sector guest between two VMs in this process, over
+ * every transport, and every failure the source must survive (cut link at several points, a
+ * flipped byte, lost acknowledgement, handshake mismatch, cancel). After success the two RAMs
+ * are byte-identical and the destination guest carries on; after failure the source guest
+ * keeps running and its page counters are still consistent (the guest's own invariant). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <sys/socket.h>
+
+#include "ferry/migration/migration.h"
+#include "kvm-test.h"
+#include "mig-proxy.h"
+
+#define RAM (128ULL << 20)
+#define FIRST_PAGE 256  /* 1 MiB */
+#define LAST_PAGE 25600 /* 100 MiB */
+
+static const char *guest_dir;
+
+static void boot(KtGuest *g, uint64_t ram)
+{
+    char path[4096];
+    FerryError err = {0};
+    snprintf(path, sizeof(path), "%s/dirty.img", guest_dir);
+    kt_guest_init(g, ram, -1);
+    if (ferry_boot_sector(g->vm, g->bsp, path, &err) < 0)
+        kt_die("ferry_boot_sector", &err);
+    ferry_vcpu_start(g->bsp);
+    ferry_vcpus_resume(g->vcpus);
+    if (kt_wait_chars(g, 0, 'B', 2, 20) < 2)
+        fail_msg("the guest did not start dirtying");
+}
+
+static FerryMigration *mig_new(KtGuest *g)
+{
+    FerryError err = {0};
+    FerryMigHost h = {.vm = g->vm, .vcpus = g->vcpus};
+    FerryMigration *m = ferry_migration_new(&h, &err);
+    if (!m)
+        fail_msg("ferry_migration_new: %s", err.msg);
+    return m;
+}
+
+/* The guest adds 1 to the first byte of each page in order, pass after pass: consecutive
+ * counters differ by 0 or 1 (mod 256), with at most one step. */
+static void check_counters(KtGuest *g, const char *who)
+{
+    const uint8_t *ram = ferry_vm_gpa_to_host(g->vm, 0, RAM);
+    unsigned steps = 0;
+    for (unsigned p = FIRST_PAGE; p + 1 < LAST_PAGE; p++) {
+        uint8_t d = (uint8_t)(ram[(size_t)p * 4096] - ram[(size_t)(p + 1) * 4096]);
+        if (d > 1)
+            fail_msg("%s: page counters inconsistent at page %u (%u then %u)", who, p,
+                     ram[(size_t)p * 4096], ram[(size_t)(p + 1) * 4096]);
+        steps += d;
+    }
+    if (steps > 1)
+        fail_msg("%s: %u steps in the page counters", who, steps);
+}
+
+/* The source must still be running: not paused, new passes printed, counters consistent. */
+static void check_source_alive(KtGuest *src)
+{
+    assert_false(ferry_vcpus_paused(src->vcpus));
+    size_t skip = kt_output_len(src);
+    if (kt_wait_chars(src, skip, 'B', 2, 20) < 2)
+        fail_msg("the source guest stopped making progress after the failed migration");
+    ferry_vcpus_pause(src->vcpus);
+    check_counters(src, "source");
+    ferry_vcpus_resume(src->vcpus);
+}
+
+static FerryMigInfo *last_info;
+
+static void check_dest_runs(KtGuest *src, KtGuest *dst)
+{
+    if (last_info)
+        for (unsigned i = 0; i < last_info->npasses; i++)
+            printf("   pass %u: sent %llu dirtied %llu bytes %llu %s\n", i,
+                   (unsigned long long)last_info->passes[i].pages_sent,
+                   (unsigned long long)last_info->passes[i].pages_dirtied,
+                   (unsigned long long)last_info->passes[i].bytes_sent,
+                   last_info->passes[i].final ? "final" : "");
+    /* Both stopped: RAM must be identical. */
+    assert_true(ferry_vcpus_paused(src->vcpus));
+    const uint8_t *a = ferry_vm_gpa_to_host(src->vm, 0, RAM);
+    const uint8_t *b = ferry_vm_gpa_to_host(dst->vm, 0, RAM);
+    if (getenv("DBG_SRC")) {
+        uint8_t *cp = malloc(RAM);
+        memcpy(cp, a, RAM);
+        usleep(200000);
+        unsigned n = 0;
+        for (size_t o = 0; o < RAM; o += 4096)
+            n += memcmp(a + o, cp + o, 4096) != 0;
+        printf("   source pages changed while paused: %u\n", n);
+        free(cp);
+    }
+    for (size_t off = 0; off < RAM; off += 4096)
+        if (memcmp(a + off, b + off, 4096)) {
+            size_t k = 0;
+            while (a[off + k] == b[off + k])
+                k++;
+            unsigned n = 0;
+            for (size_t o = off; o < RAM; o += 4096)
+                n += memcmp(a + o, b + o, 4096) != 0;
+            fail_msg("RAM differs at 0x%zx (source 0x%02x, destination 0x%02x; %u pages differ)",
+                     off + k, a[off + k], b[off + k], n);
+        }
+    check_counters(dst, "destination");
+    ferry_vcpus_resume(dst->vcpus);
+    if (kt_wait_chars(dst, 0, 'B', 2, 20) < 2)
+        fail_msg("the destination guest does not run");
+    ferry_vcpus_pause(dst->vcpus);
+    check_counters(dst, "destination after running");
+}
+
+typedef struct Pair {
+    KtGuest src, dst;
+    FerryMigration *ms, *md;
+    FerryMigInfo is, id;
+} Pair;
+
+static void pair_setup(Pair *p, uint64_t dst_ram)
+{
+    memset(p, 0, sizeof(*p));
+    boot(&p->src, RAM);
+    kt_guest_init(&p->dst, dst_ram, -1);
+    p->ms = mig_new(&p->src);
+    p->md = mig_new(&p->dst);
+}
+
+static void pair_finish(Pair *p)
+{
+    ferry_migration_wait(p->ms);
+    ferry_migration_wait(p->md);
+    ferry_migration_info(p->ms, &p->is);
+    ferry_migration_info(p->md, &p->id);
+}
+
+static void pair_free(Pair *p)
+{
+    ferry_migration_free(p->ms);
+    ferry_migration_free(p->md);
+    kt_guest_destroy(&p->src);
+    kt_guest_destroy(&p->dst);
+}
+
+static void run_tcp(Pair *p, const FerryMigParams *params, MigProxy *proxy)
+{
+    FerryError err = {0};
+    if (params)
+        assert_int_equal(ferry_migration_set_params(p->ms, params, &err), 0);
+    if (ferry_migration_incoming(p->md, "tcp:127.0.0.1:0", &err) < 0)
+        fail_msg("incoming: %s", err.msg);
+    int port = ferry_migration_incoming_port(p->md);
+    assert_true(port > 0);
+    if (proxy) {
+        mig_proxy_start(proxy, port);
+        port = proxy->port;
+    }
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
+    if (ferry_migration_start(p->ms, uri, &err) < 0)
+        fail_msg("start: %s", err.msg);
+    pair_finish(p);
+    if (proxy)
+        mig_proxy_stop(proxy);
+}
+
+static void expect_ok(Pair *p)
+{
+    if (p->is.status != FERRY_MIG_COMPLETED || p->id.status != FERRY_MIG_COMPLETED)
+        fail_msg("source %s (%s), destination %s (%s)", ferry_mig_status_name(p->is.status),
+                 p->is.error, ferry_mig_status_name(p->id.status), p->id.error);
+    printf("  total %llu ms, downtime %llu ms, %u passes, %llu zero, %llu raw, %llu delta pages,"
+           " %llu bytes\n",
+           (unsigned long long)p->is.total_time_ms, (unsigned long long)p->is.downtime_ms,
+           p->is.npasses, (unsigned long long)p->is.duplicate, (unsigned long long)p->is.normal,
+           (unsigned long long)p->is.delta_pages, (unsigned long long)p->is.ram_transferred);
+    assert_true(p->is.duplicate > 0); /* RAM above 100 MiB was never written */
+    assert_true(p->is.normal > 0);
+    last_info = &p->is;
+    check_dest_runs(&p->src, &p->dst);
+}
+
+static void expect_failed(Pair *p, const char *src_msg, const char *dst_msg)
+{
+    printf("  source: %s: %s\n  destination: %s: %s\n", ferry_mig_status_name(p->is.status),
+           p->is.error, ferry_mig_status_name(p->id.status), p->id.error);
+    assert_int_equal(p->is.status, FERRY_MIG_FAILED);
+    assert_int_equal(p->id.status, FERRY_MIG_FAILED);
+    if (src_msg && !strstr(p->is.error, src_msg))
+        fail_msg("source error lacks '%s'", src_msg);
+    if (dst_msg && !strstr(p->id.error, dst_msg))
+        fail_msg("destination error lacks '%s'", dst_msg);
+    /* The destination never ran. */
+    assert_true(ferry_vcpus_paused(p->dst.vcpus));
+    check_source_alive(&p->src);
+}
+
+static void test_tcp(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM);
+    run_tcp(&p, NULL, NULL);
+    expect_ok(&p);
+    assert_true(p.is.delta_pages > 0); /* re-sent pages went as deltas */
+    pair_free(&p);
+}
+
+static void test_tcp_channels_nodelta(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.multifd_channels = 2;
+    prm.delta = false;
+    run_tcp(&p, &prm, NULL);
+    expect_ok(&p);
+    assert_int_equal(p.is.delta_pages, 0);
+    pair_free(&p);
+}
+
+static void test_tcp_channels_delta(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.multifd_channels = 3;
+    prm.downtime_limit_ms = 5;
+    run_tcp(&p, &prm, NULL);
+    expect_ok(&p);
+    pair_free(&p);
+}
+
+static void test_unix(void **state)
+{
+    (void)state;
+    Pair p;
+    FerryError err = {0};
+    pair_setup(&p, RAM);
+    char uri[128];
+    snprintf(uri, sizeof(uri), "unix:/tmp/ferry-mig-test-%d.sock", (int)getpid());
+    assert_int_equal(ferry_migration_incoming(p.md, uri, &err), 0);
+    assert_int_equal(ferry_migration_start(p.ms, uri, &err), 0);
+    pair_finish(&p);
+    expect_ok(&p);
+    unlink(uri + 5);
+    pair_free(&p);
+}
+
+static void test_fd(void **state)
+{
+    (void)state;
+    Pair p;
+    FerryError err = {0};
+    pair_setup(&p, RAM);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char a[32], b[32];
+    snprintf(a, sizeof(a), "fd:%d", sv[0]);
+    snprintf(b, sizeof(b), "fd:%d", sv[1]);
+    assert_int_equal(ferry_migration_incoming(p.md, b, &err), 0);
+    assert_int_equal(ferry_migration_start(p.ms, a, &err), 0);
+    pair_finish(&p);
+    expect_ok(&p);
+    close(sv[0]);
+    close(sv[1]);
+    pair_free(&p);
+}
+
+static void test_file_snapshot_restore(void **state)
+{
+    (void)state;
+    Pair p;
+    FerryError err = {0};
+    pair_setup(&p, RAM);
+    char uri[128];
+    snprintf(uri, sizeof(uri), "file:/tmp/ferry-mig-test-%d.snap", (int)getpid());
+    assert_int_equal(ferry_migration_start(p.ms, uri, &err), 0);
+    assert_int_equal(ferry_migration_wait(p.ms), FERRY_MIG_COMPLETED);
+    /* Restore after the snapshot was written (no return path). */
+    assert_int_equal(ferry_migration_incoming(p.md, uri, &err), 0);
+    pair_finish(&p);
+    expect_ok(&p);
+
+    /* A truncated snapshot never restores. */
+    FerryMigration *m2;
+    KtGuest g3;
+    kt_guest_init(&g3, RAM, -1);
+    m2 = mig_new(&g3);
+    struct stat st;
+    assert_int_equal(stat(uri + 5, &st), 0);
+    assert_int_equal(truncate(uri + 5, st.st_size - 100), 0);
+    assert_int_equal(ferry_migration_incoming(m2, uri, &err), 0);
+    assert_int_equal(ferry_migration_wait(m2), FERRY_MIG_FAILED);
+    FerryMigInfo in;
+    ferry_migration_info(m2, &in);
+    printf("  truncated snapshot: %s\n", in.error);
+    assert_non_null(strstr(in.error, "stream ended"));
+    assert_true(ferry_vcpus_paused(g3.vcpus));
+    ferry_migration_free(m2);
+    kt_guest_destroy(&g3);
+    unlink(uri + 5);
+    pair_free(&p);
+}
+
+static void test_handshake_mismatch(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM / 2);
+    run_tcp(&p, NULL, NULL);
+    expect_failed(&p, "refused", "mismatch");
+    assert_non_null(strstr(p.is.error, "RAM block 0"));
+    /* Refused before any RAM moved. */
+    assert_int_equal(p.is.npasses, 0);
+    pair_free(&p);
+}
+
+static void cut_at(int64_t n, bool channels)
+{
+    Pair p;
+    MigProxy proxy = {.cut_after = n, .flip_at = -1};
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.multifd_channels = channels ? 2 : 0;
+    printf(" cut after %lld bytes%s\n", (long long)n, channels ? " (2 RAM channels)" : "");
+    run_tcp(&p, &prm, &proxy);
+    expect_failed(&p, NULL, NULL);
+    pair_free(&p);
+}
+
+static void test_cut(void **state)
+{
+    (void)state;
+    cut_at(10, false);        /* inside the stream header */
+    cut_at(300, false);       /* inside the handshake */
+    cut_at(4 << 20, false);   /* first pass */
+    cut_at(400, true);        /* main channel after the handshake, RAM channels running */
+}
+
+static void test_flip(void **state)
+{
+    (void)state;
+    Pair p;
+    MigProxy proxy = {.cut_after = -1, .flip_at = 3 << 20};
+    pair_setup(&p, RAM);
+    run_tcp(&p, NULL, &proxy);
+    expect_failed(&p, NULL, "checksum");
+    pair_free(&p);
+}
+
+static void test_ack_lost(void **state)
+{
+    (void)state;
+    Pair p;
+    MigProxy proxy = {.cut_after = -1, .flip_at = -1, .cut_return = true};
+    pair_setup(&p, RAM);
+    run_tcp(&p, NULL, &proxy);
+    expect_failed(&p, "acknowledgement", "confirm");
+    pair_free(&p);
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    Pair p;
+    FerryError err = {0};
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.max_bandwidth = 20 << 20; /* ~5 s for the first pass: time to cancel */
+    assert_int_equal(ferry_migration_set_params(p.ms, &prm, &err), 0);
+    assert_int_equal(ferry_migration_incoming(p.md, "tcp:127.0.0.1:0", &err), 0);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", ferry_migration_incoming_port(p.md));
+    assert_int_equal(ferry_migration_start(p.ms, uri, &err), 0);
+    /* A second migration while one runs is refused. */
+    assert_int_equal(ferry_migration_start(p.ms, uri, &err), -EBUSY);
+    usleep(300000);
+    FerryMigInfo in;
+    ferry_migration_info(p.ms, &in);
+    assert_int_equal(in.status, FERRY_MIG_ACTIVE);
+    assert_true(in.ram_transferred > 0);
+    assert_int_equal(ferry_migration_cancel(p.ms), 0);
+    pair_finish(&p);
+    printf("  destination: %s\n", p.id.error);
+    assert_int_equal(p.is.status, FERRY_MIG_CANCELLED);
+    assert_int_equal(p.id.status, FERRY_MIG_FAILED);
+    assert_true(ferry_vcpus_paused(p.dst.vcpus));
+    check_source_alive(&p.src);
+    pair_free(&p);
+}
+
+int main(int argc, char **argv)
+{
+    kt_require_kvm("kvm-migrate");
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s GUEST_DIR\n", argv[0]);
+        return 2;
+    }
+    guest_dir = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tcp),
+        cmocka_unit_test(test_tcp_channels_nodelta),
+        cmocka_unit_test(test_tcp_channels_delta),
+        cmocka_unit_test(test_unix),
+        cmocka_unit_test(test_fd),
+        cmocka_unit_test(test_file_snapshot_restore),
+        cmocka_unit_test(test_handshake_mismatch),
+        cmocka_unit_test(test_cut),
+        cmocka_unit_test(test_flip),
+        cmocka_unit_test(test_ack_lost),
+        cmocka_unit_test(test_cancel),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
