@@ -87,7 +87,9 @@ def case_hotplug(d):
     vm.wait_event("STOP")
     vm.execute("device_del", id="cpu2")
     r = vm.command("device_del", id="cpu2")
-    check(r.get("error", {}).get("class") == "GenericError", "repeated device_del: %s" % r)
+    check(r.get("error") == {"class": "GenericError",
+                             "desc": "Device cpu2 is already in the process of unplug"},
+          "repeated device_del: %s" % r)
     r = vm.command("device_del", id="nosuch")
     check(r.get("error", {}).get("class") == "DeviceNotFound", "unknown id: %s" % r)
     r = vm.command("device_del", id="cpu0")
