@@ -256,13 +256,13 @@ ISR_CALLEE static void fault(uint64_t vec, uint64_t rip, uint64_t code)
     {                                                                                              \
         fault(v, f->rip, code);                                                                    \
     }
-EXC(0)
-EXC(1)
-EXC(2)
-EXC(3) EXC(4) EXC(5) EXC(6) EXC(7) EXC_CODE(8) EXC(9) EXC_CODE(10) EXC_CODE(11) EXC_CODE(12)
-    EXC_CODE(13) EXC_CODE(14) EXC(15) EXC(16) EXC_CODE(17) EXC(18) EXC(19)
+// clang-format off
+EXC(0) EXC(1) EXC(2) EXC(3) EXC(4) EXC(5) EXC(6) EXC(7) EXC_CODE(8) EXC(9) EXC_CODE(10)
+EXC_CODE(11) EXC_CODE(12) EXC_CODE(13) EXC_CODE(14) EXC(15) EXC(16) EXC_CODE(17) EXC(18) EXC(19)
+typedef int exc_handlers_end; /* ends the macro run for clang-format */
+// clang-format on
 
-        __attribute__((interrupt)) static void hp_irq(IntFrame *f)
+__attribute__((interrupt)) static void hp_irq(IntFrame *f)
 {
     (void)f;
     hp_line_mask(1);
