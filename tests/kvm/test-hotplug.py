@@ -269,8 +269,27 @@ def case_shutdown_event(d):
     check(not os.path.exists(vm.qmp_path), "socket removed at exit")
 
 
+def case_incoming(d):
+    vm = FerryVm(ferry, d, *HP, "--incoming", "tcp:127.0.0.1:1")
+    check(vm.execute("query-status") == {"running": False, "singlestep": False,
+                                          "status": "inmigrate"}, "parked in inmigrate")
+    vm.execute("device_add", driver="cpu", id="cpu1", slot=1)  # S2: coldplug before the stream
+    vm.execute("device_add", driver="mem-block", id="mem0", slot=0)
+    r = vm.command("system_reset")
+    check("error" in r, "no reset while waiting for a stream: %s" % r)
+    vm.execute("cont")  # only records autostart
+    check(vm.execute("query-status")["status"] == "inmigrate", "cont does not start it")
+    mems = vm.execute("query-memory-devices")
+    check(len(mems) == 1 and mems[0]["data"]["hotplugged"] is False, "coldplugged: %s" % mems)
+    time.sleep(0.2)
+    check(vm.serial() == "", "nothing boots: %r" % vm.serial())
+    rc, out, err = vm.quit()
+    check(rc == 0 and "inmigrate" in err, "quit: %d %r" % (rc, err))
+
+
 CASES = [case_boot, case_hotplug, case_s7_before_ready, case_s8_reset, case_prelaunch,
-         case_dirty_workload, case_boot_sector, case_qmp_robustness, case_shutdown_event]
+         case_dirty_workload, case_boot_sector, case_qmp_robustness, case_shutdown_event,
+         case_incoming]
 
 if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     print("\n*** SKIPPED kvm-hotplug: /dev/kvm is not usable; the KVM tests did NOT run ***\n",
