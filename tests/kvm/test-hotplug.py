@@ -2,7 +2,7 @@
 """End to end on KVM: `ferry run` with the built-in firmware, driven over QMP, observed through
 the guest's serial lines (docs/firmware.md). Hotplug and unplug of vCPUs and memory blocks,
 replug, hotplug before readiness (S7) and across a reset (S8), the dirty workload, a boot
-sector, and QMP robustness against the real process.
+sector, --incoming (inmigrate, S2 coldplug), and QMP robustness against the real process.
 usage: test-hotplug.py FERRY GUEST_DIR [CASE...]"""
 import os
 import sys
