@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 
-.PHONY: all deps build check bench fuzz format clean
+.PHONY: all deps build check bench fuzz format clean demo
 
 all: build
 
@@ -17,6 +17,10 @@ build: deps
 # Builds (normal and ASan+UBSan), runs every suite, a short fuzz run, prints "N passed, N failed".
 check: deps
 	@scripts/check.sh
+
+# Live-migrate a VM with hotplugged devices over loopback TCP and show the result (scripts/demo.sh).
+demo: build
+	@scripts/demo.sh $(BUILD)
 
 bench: build
 	@scripts/bench.sh $(BUILD)

@@ -88,6 +88,8 @@ json_t *ferry_qmp_migration_info_json(const FerryMigInfo *in)
         json_t *x = json_object();
         json_object_set_new(x, "delta-pages", json_integer((json_int_t)in->delta_pages));
         json_object_set_new(x, "throttle-percent", json_integer(in->throttle_pct));
+        if (in->status == FERRY_MIG_COMPLETED)
+            json_object_set_new(x, "downtime-us", json_integer((json_int_t)in->downtime_us));
         json_t *passes = json_array();
         for (uint32_t i = 0; i < in->npasses; i++) {
             const FerryMigPass *p = &in->passes[i];

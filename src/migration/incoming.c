@@ -42,6 +42,12 @@ struct Dest {
     FerryRamBlock *blocks;
     uint64_t **nz; /* per block: pages that may be non-zero (present at start, or written) */
     size_t nblocks;
+    /* The blocks when the incoming side started (prefaulted, with their zero tracking); the
+     * block list itself is taken again at the handshake: management adds memory blocks in
+     * inmigrate (device_add), as libvirt does, possibly after the listener started. */
+    FerryRamBlock *pf_blocks;
+    uint64_t **pf_nz;
+    size_t pf_nblocks;
     pthread_t prefault;
     bool prefault_started;
     atomic_bool prefault_stop;
@@ -93,13 +99,13 @@ static void mark_written(uint64_t *nz, uint64_t first, uint64_t count)
 static void *prefault_main(void *arg)
 {
     Dest *d = arg;
-    for (size_t i = 0; i < d->nblocks; i++) {
-        for (uint64_t off = 0; off < d->blocks[i].size; off += 2u << 20) {
+    for (size_t i = 0; i < d->pf_nblocks; i++) {
+        FerryRamBlock *b = &d->pf_blocks[i];
+        for (uint64_t off = 0; off < b->size; off += 2u << 20) {
             if (atomic_load(&d->prefault_stop))
                 return NULL;
-            uint64_t len = d->blocks[i].size - off < (2u << 20) ? d->blocks[i].size - off
-                                                                 : (2u << 20);
-            if (madvise(d->blocks[i].host + off, len, MADV_POPULATE_WRITE) < 0)
+            uint64_t len = b->size - off < (2u << 20) ? b->size - off : (2u << 20);
+            if (madvise(b->host + off, len, MADV_POPULATE_WRITE) < 0)
                 return NULL; /* older kernel: the stream faults pages in as it goes */
         }
     }
@@ -109,31 +115,42 @@ static void *prefault_main(void *arg)
     return NULL;
 }
 
-static int track_init(Dest *d, FerryError *err)
+/* Per block, the pages that may hold data: present or swapped in the pagemap (never-touched
+ * anonymous memory is zero). A block already tracked in `old` keeps its bitmap. */
+static int track_init(const FerryRamBlock *blocks, size_t n, uint64_t ***out,
+                      const FerryRamBlock *old, uint64_t **old_nz, size_t nold, FerryError *err)
 {
-    d->nz = calloc(d->nblocks ? d->nblocks : 1, sizeof(*d->nz));
-    if (!d->nz)
+    uint64_t **nz = calloc(n ? n : 1, sizeof(*nz));
+    if (!nz)
         return ferry_error_set(err, -ENOMEM, "out of memory");
+    *out = nz;
     int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     uint64_t *ent = malloc(8 * 4096);
-    for (size_t i = 0; i < d->nblocks; i++) {
-        uint64_t pages = d->blocks[i].size / RAM_PAGE;
-        d->nz[i] = calloc((pages + 63) / 64, 8);
-        if (!d->nz[i]) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t pages = blocks[i].size / RAM_PAGE;
+        nz[i] = calloc((pages + 63) / 64, 8);
+        if (!nz[i]) {
             free(ent);
             if (pm >= 0)
                 close(pm);
             return ferry_error_set(err, -ENOMEM, "out of memory");
         }
-        for (uint64_t p = 0; p < pages; p += 4096) {
-            uint64_t n = pages - p < 4096 ? pages - p : 4096;
-            uintptr_t va = (uintptr_t)d->blocks[i].host + p * RAM_PAGE;
+        bool known = false;
+        for (size_t k = 0; k < nold && !known; k++) {
+            if (old[k].host == blocks[i].host && old[k].size == blocks[i].size) {
+                memcpy(nz[i], old_nz[k], (pages + 63) / 64 * 8);
+                known = true;
+            }
+        }
+        for (uint64_t p = 0; !known && p < pages; p += 4096) {
+            uint64_t cnt = pages - p < 4096 ? pages - p : 4096;
+            uintptr_t va = (uintptr_t)blocks[i].host + p * RAM_PAGE;
             bool ok = pm >= 0 && ent &&
-                      pread(pm, ent, n * 8, (off_t)(va / RAM_PAGE * 8)) == (ssize_t)(n * 8);
-            for (uint64_t k = 0; k < n; k++)
+                      pread(pm, ent, cnt * 8, (off_t)(va / RAM_PAGE * 8)) == (ssize_t)(cnt * 8);
+            for (uint64_t k = 0; k < cnt; k++)
                 /* Unknown (no pagemap): assume data. Present or swapped: may hold data. */
                 if (!ok || (ent[k] & (3ull << 62)))
-                    d->nz[i][(p + k) / 64] |= 1ull << ((p + k) % 64);
+                    nz[i][(p + k) / 64] |= 1ull << ((p + k) % 64);
         }
     }
     free(ent);
@@ -351,7 +368,9 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
             if (!src)
                 return ferry_error_prefix(&e2, "handshake inventory: "),
                        (*err = e2, err->code);
+            mig_lock(m);
             FerryInventory *dst = ferry_machine_inventory(mach);
+            mig_unlock(m);
             char *r = NULL;
             int c = ferry_inventory_compare(src, dst, &r);
             if (c > 0) {
@@ -425,25 +444,32 @@ static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
     if (!m->host.machine)
         return ferry_error_set(err, -EPROTO, "device record '%s' instance %u: this destination "
                                "has no machine model", rec->name, rec->instance);
+    mig_lock(m);
     if (!d->reg) {
         ferry_machine_incoming_prepare(m->host.machine);
         d->reg = ferry_machine_registry(m->host.machine, err);
-        if (!d->reg)
+        if (!d->reg) {
+            mig_unlock(m);
             return err->code ? err->code : -ENOMEM;
+        }
     }
     void *opaque;
+    int r;
     const FerryDesc *desc = ferry_registry_find(d->reg, rec->name, rec->instance, &opaque);
     if (!desc)
-        return ferry_error_set(err, -ENOENT, "device record '%s' instance %u (offset 0x%" PRIx64
-                               "): no such section on this destination", rec->name,
-                               rec->instance, rec->offset);
-    return ferry_stream_load_state(d->main.r, desc, opaque, NULL, err);
+        r = ferry_error_set(err, -ENOENT, "device record '%s' instance %u (offset 0x%" PRIx64
+                            "): no such section on this destination", rec->name, rec->instance,
+                            rec->offset);
+    else
+        r = ferry_stream_load_state(d->main.r, desc, opaque, NULL, err);
+    mig_unlock(m);
+    return r;
 }
 
-static FerryVcpu *find_vcpu(FerryVcpus *set, uint32_t id)
+static FerryVcpu *find_vcpu(FerryMigration *m, uint32_t id)
 {
-    for (unsigned i = 0; i < ferry_vcpus_count(set); i++) {
-        FerryVcpu *v = ferry_vcpus_get(set, i);
+    for (unsigned i = 0; i < mig_vcpu_count(m); i++) {
+        FerryVcpu *v = mig_vcpu_at(m, i);
         if (ferry_vcpu_id(v) == id)
             return v;
     }
@@ -461,9 +487,11 @@ static int apply_state(Dest *d, FerryError *err)
         return ferry_error_prefix(err, "VM state: ");
     for (unsigned i = 0; i < d->ncpus; i++) {
         uint32_t id = d->cpus[i]->id;
-        FerryVcpu *v = find_vcpu(h->vcpus, id);
+        FerryVcpu *v = find_vcpu(d->m, id);
         if (!v)
-            v = h->vcpu_add ? h->vcpu_add(h->opaque, id, err) : ferry_vcpus_add(h->vcpus, id, err);
+            v = h->vcpu_add ? h->vcpu_add(h->opaque, id, err)
+                : h->vcpus  ? ferry_vcpus_add(h->vcpus, id, err)
+                            : (ferry_error_set(err, -ENOENT, "no such vCPU here"), NULL);
         if (!v)
             return ferry_error_prefix(err, "vCPU %u: ", id);
         FerryMsrSkips skipped;
@@ -473,9 +501,11 @@ static int apply_state(Dest *d, FerryError *err)
         ferry_vcpu_start(v);
     }
     if (h->machine) {
+        mig_lock(d->m);
         if (!d->reg)
             ferry_machine_incoming_prepare(h->machine);
         r = ferry_machine_incoming_finish(h->machine, err);
+        mig_unlock(d->m);
     }
     return r;
 }
@@ -497,6 +527,18 @@ static int accept_one(Dest *d, FerryError *err)
             return fd;
         }
     }
+}
+
+static int list_blocks(FerryVm *vm, FerryRamBlock **out, size_t *n, FerryError *err)
+{
+    *n = ferry_vm_ram_count(vm);
+    *out = calloc(*n ? *n : 1, sizeof(**out));
+    if (!*out)
+        return ferry_error_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < *n; i++)
+        if (ferry_vm_ram_block(vm, i, &(*out)[i], err) < 0)
+            return err->code;
+    return 0;
 }
 
 static int receiver_init(Dest *d, Receiver *rc, unsigned index, int fd, FerryError *err)
@@ -531,14 +573,10 @@ static int incoming_run(Dest *d, FerryError *err)
 {
     FerryMigration *m = d->m;
     FerryMigHost *h = &m->host;
-    d->nblocks = ferry_vm_ram_count(h->vm);
-    d->blocks = calloc(d->nblocks ? d->nblocks : 1, sizeof(*d->blocks));
-    if (!d->blocks)
-        return ferry_error_set(err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < d->nblocks; i++)
-        if (ferry_vm_ram_block(h->vm, i, &d->blocks[i], err) < 0)
-            return err->code;
-    int r = track_init(d, err);
+    int r = list_blocks(h->vm, &d->pf_blocks, &d->pf_nblocks, err);
+    if (r < 0)
+        return r;
+    r = track_init(d->pf_blocks, d->pf_nblocks, &d->pf_nz, NULL, NULL, 0, err);
     if (r < 0)
         return r;
     FerryMigParams prm;
@@ -584,6 +622,16 @@ static int incoming_run(Dest *d, FerryError *err)
     free(text);
     if (!hs)
         return ferry_error_set(err, -EBADMSG, "handshake: bad JSON: %s", je.text);
+    mig_lock(m); /* no device_add/del while the block list is taken */
+    r = list_blocks(h->vm, &d->blocks, &d->nblocks, err);
+    mig_unlock(m);
+    if (!r)
+        r = track_init(d->blocks, d->nblocks, &d->nz, d->pf_blocks, d->pf_nz, d->pf_nblocks,
+                       err);
+    if (r < 0) {
+        json_decref(hs);
+        return r;
+    }
     r = check_handshake(d, hs, err);
     json_decref(hs);
     if (r < 0)
@@ -741,6 +789,10 @@ void *mig_incoming_main(void *arg)
     for (size_t i = 0; d.nz && i < d.nblocks; i++)
         free(d.nz[i]);
     free(d.nz);
+    for (size_t i = 0; d.pf_nz && i < d.pf_nblocks; i++)
+        free(d.pf_nz[i]);
+    free(d.pf_nz);
+    free(d.pf_blocks);
     for (unsigned i = 0; i < d.ncpus; i++)
         free(d.cpus[i]);
     free(d.cpus);
@@ -761,9 +813,7 @@ void *mig_incoming_main(void *arg)
     pthread_mutex_unlock(&m->lock);
     if (r < 0) {
         mig_fail(m, &err);
-        if (m->host.machine)
-            ferry_machine_run_event(m->host.machine, FERRY_RUN_EV_INCOMING_FAIL, NULL);
-        mig_set_status(m, FERRY_MIG_FAILED);
+        mig_set_status(m, FERRY_MIG_FAILED); /* the host shuts the VM down */
         return NULL;
     }
     mig_set_status(m, FERRY_MIG_COMPLETED);

@@ -55,6 +55,12 @@ struct FerryMigration {
 };
 
 uint64_t mig_now_ns(void);
+/* Host access through the hooks (FerryMigHost). */
+void mig_lock(FerryMigration *m);
+void mig_unlock(FerryMigration *m);
+void mig_set_active(FerryMigration *m, bool active);
+unsigned mig_vcpu_count(FerryMigration *m);
+FerryVcpu *mig_vcpu_at(FerryMigration *m, unsigned i);
 void mig_set_status(FerryMigration *m, FerryMigStatus st);
 void mig_fail(FerryMigration *m, const FerryError *err);
 void *mig_source_main(void *arg);

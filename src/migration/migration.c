@@ -50,6 +50,40 @@ uint64_t mig_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+void mig_lock(FerryMigration *m)
+{
+    if (m->host.lock)
+        m->host.lock(m->host.opaque);
+}
+
+void mig_unlock(FerryMigration *m)
+{
+    if (m->host.unlock)
+        m->host.unlock(m->host.opaque);
+}
+
+void mig_set_active(FerryMigration *m, bool active)
+{
+    if (m->host.set_active) {
+        m->host.set_active(m->host.opaque, active);
+    } else if (m->host.machine) {
+        mig_lock(m);
+        ferry_machine_set_migration_active(m->host.machine, active);
+        mig_unlock(m);
+    }
+}
+
+unsigned mig_vcpu_count(FerryMigration *m)
+{
+    return m->host.vcpu_count ? m->host.vcpu_count(m->host.opaque)
+                              : ferry_vcpus_count(m->host.vcpus);
+}
+
+FerryVcpu *mig_vcpu_at(FerryMigration *m, unsigned i)
+{
+    return m->host.vcpu_at ? m->host.vcpu_at(m->host.opaque, i) : ferry_vcpus_get(m->host.vcpus, i);
+}
+
 void mig_block_sigpipe(void)
 {
     /* A write to a cut connection must fail with EPIPE on this thread, not kill the process;
@@ -144,7 +178,8 @@ int mig_read_line(int fd, char *buf, size_t size, int timeout_ms, FerryError *er
 
 FerryMigration *ferry_migration_new(const FerryMigHost *host, FerryError *err)
 {
-    if (!host || !host->vm || !host->vcpus) {
+    if (!host || !host->vm || (!host->vcpus && !(host->vcpu_count && host->vcpu_at)) ||
+        (!host->vcpus && (!host->stop || !host->resume))) {
         ferry_error_set(err, -EINVAL, "migration: a VM and its vCPUs are required");
         return NULL;
     }
@@ -250,12 +285,14 @@ int ferry_migration_start(FerryMigration *m, const char *uri, FerryError *err)
     if ((r = begin(m, false, err)) < 0)
         return r;
     if (m->host.machine) {
-        if (ferry_machine_runstate(m->host.machine) != FERRY_RUN_RUNNING &&
-            ferry_machine_runstate(m->host.machine) != FERRY_RUN_PAUSED)
+        mig_lock(m);
+        FerryRunState rs = ferry_machine_runstate(m->host.machine);
+        mig_unlock(m);
+        if (rs != FERRY_RUN_RUNNING && rs != FERRY_RUN_PAUSED)
             return ferry_error_set(err, -EINVAL, "cannot migrate in state %s",
-                                   ferry_runstate_name(ferry_machine_runstate(m->host.machine)));
-        ferry_machine_set_migration_active(m->host.machine, true);
+                                   ferry_runstate_name(rs));
     }
+    mig_set_active(m, true);
     m->uri = u;
     mig_set_status(m, FERRY_MIG_SETUP);
     pthread_mutex_lock(&m->lock);
@@ -265,8 +302,7 @@ int ferry_migration_start(FerryMigration *m, const char *uri, FerryError *err)
         m->running = false;
     pthread_mutex_unlock(&m->lock);
     if (r) {
-        if (m->host.machine)
-            ferry_machine_set_migration_active(m->host.machine, false);
+        mig_set_active(m, false);
         mig_set_status(m, FERRY_MIG_FAILED);
         return ferry_error_set(err, -r, "cannot start the migration thread");
     }

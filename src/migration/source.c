@@ -358,14 +358,20 @@ static int run_pass(Source *src, bool first, bool final, FerryError *err)
 static void *throttle_main(void *arg)
 {
     Source *src = arg;
-    FerryVcpus *v = src->m->host.vcpus;
+    FerryMigHost *h = &src->m->host;
     while (!atomic_load(&src->throttle_stop)) {
         unsigned pct = atomic_load(&src->throttle_pct);
         if (pct) {
-            ferry_vcpus_pause(v);
+            if (h->stop)
+                h->stop(h->opaque);
+            else
+                ferry_vcpus_pause(h->vcpus);
             struct timespec off = {0, (long)pct * 100000}; /* of a 10 ms period */
             nanosleep(&off, NULL);
-            ferry_vcpus_resume(v);
+            if (h->resume)
+                h->resume(h->opaque);
+            else
+                ferry_vcpus_resume(h->vcpus);
         }
         struct timespec on = {0, (long)(100 - pct) * 100000};
         nanosleep(&on, NULL);
@@ -420,7 +426,9 @@ static json_t *handshake_json(Source *src, const uint8_t session[16])
     json_object_set_new(j, "machine",
                         json_string(mach ? ferry_machine_type(mach)->name : "none"));
     if (mach) {
+        mig_lock(m);
         FerryInventory *inv = ferry_machine_inventory(mach);
+        mig_unlock(m);
         json_object_set_new(j, "inventory", inv ? ferry_inventory_to_json(inv) : json_null());
         ferry_inventory_free(inv);
     } else {
@@ -439,7 +447,7 @@ static json_t *handshake_json(Source *src, const uint8_t session[16])
     for (int i = 0; i < 16; i++)
         sprintf(hex + 2 * i, "%02x", session[i]);
     json_object_set_new(j, "session", json_string(hex));
-    json_object_set_new(j, "vcpus", json_integer(ferry_vcpus_count(m->host.vcpus)));
+    json_object_set_new(j, "vcpus", json_integer(mig_vcpu_count(m)));
     return j;
 }
 
@@ -542,8 +550,8 @@ static int write_device_state(Source *src, FerryError *err)
     FerryMigHost *h = &src->m->host;
     static __thread FerryCpuState cpu; /* 24 KiB: not on the stack */
     FerryVmState vms;
-    for (unsigned i = 0; i < ferry_vcpus_count(h->vcpus); i++) {
-        FerryVcpu *v = ferry_vcpus_get(h->vcpus, i);
+    for (unsigned i = 0; i < mig_vcpu_count(src->m); i++) {
+        FerryVcpu *v = mig_vcpu_at(src->m, i);
         int r = ferry_cpu_state_get(v, &cpu, err);
         if (r < 0)
             return ferry_error_prefix(err, "vCPU %u: ", ferry_vcpu_id(v));
@@ -559,11 +567,14 @@ static int write_device_state(Source *src, FerryError *err)
     if (r < 0)
         return r;
     if (h->machine) {
+        mig_lock(src->m);
         FerryRegistry *reg = ferry_machine_registry(h->machine, err);
-        if (!reg)
-            return err->code ? err->code : -ENOMEM;
-        r = ferry_stream_write_registry(src->main.w, reg, err);
+        if (reg)
+            r = ferry_stream_write_registry(src->main.w, reg, err);
+        else
+            r = err->code ? err->code : -ENOMEM;
         ferry_registry_free(reg);
+        mig_unlock(src->m);
     }
     return r;
 }
@@ -753,11 +764,14 @@ static int source_run(Source *src, FerryError *err)
     }
     r = write_ram_blocks(src, err);
     if (!r && h->machine) {
+        mig_lock(m);
         FerryRegistry *reg = ferry_machine_registry(h->machine, err);
-        if (!reg)
-            return err->code ? err->code : -ENOMEM;
-        r = ferry_stream_write_schema(src->main.w, reg, err);
+        if (reg)
+            r = ferry_stream_write_schema(src->main.w, reg, err);
+        else
+            r = err->code ? err->code : -ENOMEM;
         ferry_registry_free(reg);
+        mig_unlock(m);
     }
     if (r < 0)
         return r;
@@ -894,7 +908,8 @@ static int source_run(Source *src, FerryError *err)
                                    strerror(errno));
     }
     pthread_mutex_lock(&m->lock);
-    m->info.downtime_ms = (mig_now_ns() - t_stop) / 1000000;
+    m->info.downtime_us = (mig_now_ns() - t_stop) / 1000;
+    m->info.downtime_ms = m->info.downtime_us / 1000;
     m->info.ram_remaining = 0;
     pthread_mutex_unlock(&m->lock);
     return 0;
@@ -937,15 +952,16 @@ void *mig_source_main(void *arg)
          * (the engine only ever read it). */
         if (was_paused)
             guest_resume(&src);
-        if (h->machine)
-            ferry_machine_set_migration_active(h->machine, false);
+        mig_set_active(m, false);
         mig_fail(m, &err);
         mig_set_status(m, atomic_load(&m->cancel) ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
         return NULL;
     }
+    mig_set_active(m, false);
     if (h->machine) {
-        ferry_machine_set_migration_active(h->machine, false);
+        mig_lock(m);
         ferry_machine_run_event(h->machine, FERRY_RUN_EV_OUTGOING_DONE, NULL);
+        mig_unlock(m);
     }
     mig_set_status(m, FERRY_MIG_COMPLETED);
     return NULL;

