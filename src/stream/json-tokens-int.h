@@ -46,7 +46,8 @@ uint32_t ferry_jtok_get(const FerryJtok *j, uint32_t obj, const char *key);
 /* Whether string token `i` equals `s` (`n` bytes). */
 bool ferry_jtok_eq(const FerryJtok *j, uint32_t i, const char *s, size_t n);
 
-/* String token `i` unescaped into `dst` (at least raw length + 1 bytes; the raw length is
+/* String token `i` unescaped into `dst` (at least raw length + 1 bytes, or the token's own text
+ * when the text is writable: decoding never grows; the raw length is
  * t[i].end - t[i].start), NUL-terminated; returns the decoded length. Never fails on a checked
  * token set. */
 size_t ferry_jtok_unescape(const FerryJtok *j, uint32_t i, char *dst);

@@ -141,6 +141,8 @@ static int check(Walk *w, uint32_t i, unsigned depth)
     size_t p = (size_t)t->start + 1;
     uint32_t k = i + 1;
     for (int c = 0; c < t->size; c++) {
+        if (k >= j->n || j->t[k].start >= t->end)
+            break; /* in broken text jsmn can attach what follows the bracket: see below */
         p = ws(j, p);
         if (c > 0) {
             if (p >= j->len || j->text[p] != ',')
@@ -186,6 +188,16 @@ static int diagnose(Walk *w, const jsmn_parser *ps, int rc)
     const char *nul = memchr(j->text, '\0', j->len);
     if (nul) /* jsmn ends its input at a NUL byte */
         return fail(w, (size_t)(nul - j->text), "NUL byte in the input");
+    int open = 0; /* containers still open: too many is the first problem, as in check() */
+    for (int s = ps->toksuper; s >= 0; s = j->t[s].parent)
+        open += j->t[s].type == JSMN_OBJECT || j->t[s].type == JSMN_ARRAY;
+    if (open > FERRY_JTOK_MAX_DEPTH) {
+        int s = ps->toksuper;
+        for (int up = open - FERRY_JTOK_MAX_DEPTH - 1; s >= 0; s = j->t[s].parent)
+            if ((j->t[s].type == JSMN_OBJECT || j->t[s].type == JSMN_ARRAY) && up-- == 0)
+                break;
+        return fail(w, s >= 0 ? (size_t)j->t[s].start : 0, "nesting too deep");
+    }
     size_t pos = ps->pos < j->len ? ps->pos : j->len;
     char c = pos < j->len ? j->text[pos] : '\0';
     if (rc == JSMN_ERROR_PART)
@@ -240,7 +252,7 @@ int ferry_jtok_parse(FerryJtok *j, const char *text, size_t len, size_t *err_pos
     if ((rc = check(&w, 0, 0)) < 0)
         goto bad;
     p = ws(j, raw_end(&j->t[0]));
-    if (p != len) {
+    if (p != len || j->next[0] != j->n) { /* every token is a checked part of the one value */
         rc = fail(&w, p, "unexpected data after the JSON value");
         goto bad;
     }
@@ -320,7 +332,7 @@ size_t ferry_jtok_unescape(const FerryJtok *j, uint32_t i, char *dst)
     while (s < end) {
         const char *bs = memchr(s, '\\', (size_t)(end - s));
         size_t run = (size_t)((bs ? bs : end) - s);
-        memcpy(d, s, run);
+        memmove(d, s, run); /* d <= s: decoding in place is allowed */
         d += run;
         s += run;
         if (!bs)

@@ -79,6 +79,24 @@ static void test_json_errors(void **state)
     expect_parse_error("01", "leading zero");
     expect_parse_error("{} x", "after the JSON value");
     expect_parse_error("tru", "unexpected character");
+    /* jsmn tokenises these without complaint; the walk over its tokens must not. */
+    expect_parse_error("[1,]", "column 4: expected a value");
+    expect_parse_error("[1:2]", "expected ',' or ']'");
+    expect_parse_error("{\"a\":1 \"b\":2}", "column 8: expected ',' or '}'");
+    expect_parse_error("{\"a\"}", "expected ':'");
+    expect_parse_error("{\"a\" \"b\"}", "expected ':'");
+    expect_parse_error("{1:2}", "expected a string (object key)");
+    expect_parse_error("{\"a\":{}:1}", "expected ',' or '}'");
+    expect_parse_error("[1}", "expected ',' or ']'");
+    expect_parse_error("[\"a\x01\"]", "control character");
+    expect_parse_error("[1x]", "invalid number");
+    expect_parse_error("[-]", "invalid number");
+    expect_parse_error("[1.]", "invalid number");
+    expect_parse_error("[nul]", "unexpected character");
+    expect_parse_error("[\"\\x\"]", "invalid escape");
+    expect_parse_error("[\"\\udc00\"]", "surrogate");
+    expect_parse_error("[1] [2]", "after the JSON value");
+    expect_parse_error("[[1]", "unexpected end of input");
     char deep[400];
     memset(deep, '[', sizeof(deep) - 1);
     deep[sizeof(deep) - 1] = '\0';
