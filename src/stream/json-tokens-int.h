@@ -27,6 +27,8 @@ typedef struct FerryJtok {
     jsmntok_t *t;   /* preorder; an object's children are its keys, each key's child its value */
     uint32_t *next; /* index of the token after each token's subtree (its next sibling) */
     uint32_t n;
+    void *map; /* t and next share one mapping */
+    size_t map_len;
 } FerryJtok;
 
 /* Tokenise and check `len` bytes as one JSON value (RFC 8259: separators, literals, numbers,
