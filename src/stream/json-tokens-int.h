@@ -45,8 +45,16 @@ void ferry_jtok_line_col(const char *text, size_t len, size_t pos, size_t *line,
 /* The value of member `key` of object token `obj` (the last one when repeated, like Python's
  * json) or FERRY_JTOK_NONE. */
 uint32_t ferry_jtok_get(const FerryJtok *j, uint32_t obj, const char *key);
-/* Whether string token `i` equals `s` (`n` bytes). */
-bool ferry_jtok_eq(const FerryJtok *j, uint32_t i, const char *s, size_t n);
+/* Whether string token `i` equals `s` (`n` bytes). Inline: loaders compare every member name
+ * with a few literals, and with a constant `n` the compiler reduces each to a word compare. */
+bool ferry_jtok_eq_escaped(const FerryJtok *j, uint32_t i, const char *s, size_t n);
+static inline bool ferry_jtok_eq(const FerryJtok *j, uint32_t i, const char *s, size_t n)
+{
+    size_t rl = (size_t)(j->t[i].end - j->t[i].start);
+    if (rl == n)
+        return !__builtin_memcmp(j->text + j->t[i].start, s, n);
+    return rl > n && ferry_jtok_eq_escaped(j, i, s, n); /* escapes only lengthen the text */
+}
 
 /* String token `i` unescaped into `dst` (at least raw length + 1 bytes, or the token's own text
  * when the text is writable: decoding never grows; the raw length is

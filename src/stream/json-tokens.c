@@ -137,19 +137,38 @@ static int check_primitive(Walk *w, uint32_t i)
     return k == n ? 0 : fail(w, at, "invalid number");
 }
 
+/* High bit of each byte of v that is zero (exact, no false positives). */
+static uint64_t zero_bytes(uint64_t v)
+{
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7full;
+    return ~(((v & low7) + low7) | v | low7);
+}
+
+/* Number of bytes flagged in a zero_bytes() mask. */
+static unsigned flagged(uint64_t m)
+{
+    return (unsigned)(((m >> 7) * ONES) >> 56);
+}
+
 /* Whether text[a, b) is whitespace around exactly one `sep` (or only whitespace when sep is 0).
- * Most of a pretty-printed file is such gaps: no early exit, so the loop runs without branches;
+ * Most of a pretty-printed file is such gaps, so they are classified eight bytes at a time;
  * check() re-scans a gap that fails, to say what is wrong. */
 static bool gap_ok(const char *s, size_t a, size_t b, char sep)
 {
     unsigned other = 0, seps = 0;
-    for (size_t q = a; q < b;) {
-        uint64_t w;
-        if (b - q >= 8 && (memcpy(&w, s + q, 8), w == ' ' * ONES)) {
-            q += 8; /* indentation, a word at a time */
-            continue;
-        }
-        char c = s[q++];
+    size_t q = a;
+    for (; b - q >= 8; q += 8) {
+        uint64_t x;
+        memcpy(&x, s + q, 8);
+        if (x == ' ' * ONES)
+            continue; /* indentation */
+        uint64_t ws = zero_bytes(x ^ ' ' * ONES) | zero_bytes(x ^ '\n' * ONES) |
+                      zero_bytes(x ^ '\r' * ONES) | zero_bytes(x ^ '\t' * ONES);
+        other += 8 - flagged(ws);
+        seps += flagged(zero_bytes(x ^ (uint8_t)sep * ONES)); /* sep 0: NULs are `other` too */
+    }
+    for (; q < b; q++) {
+        char c = s[q];
         other += c != ' ' && c != '\n' && c != '\r' && c != '\t';
         seps += c == sep;
     }
@@ -372,14 +391,12 @@ void ferry_jtok_line_col(const char *text, size_t len, size_t pos, size_t *line,
     *col = pos - bol + 1;
 }
 
-bool ferry_jtok_eq(const FerryJtok *j, uint32_t i, const char *s, size_t n)
+bool ferry_jtok_eq_escaped(const FerryJtok *j, uint32_t i, const char *s, size_t n)
 {
     const char *raw = j->text + j->t[i].start;
     size_t rl = ferry_jtok_raw_len(j, i);
-    if (rl == n)
-        return !memcmp(raw, s, n);
-    if (rl < n || !memchr(raw, '\\', rl))
-        return false; /* escapes only shorten */
+    if (!memchr(raw, '\\', rl))
+        return false;
     char small[256], *d = rl < sizeof(small) ? small : malloc(rl + 1);
     if (!d)
         return false;
