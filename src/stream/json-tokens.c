@@ -295,7 +295,7 @@ static int diagnose(Walk *w, const jsmn_parser *ps, int rc)
     return fail(w, pos, "unexpected character");
 }
 
-/* Tokens and next[] share one mapping. An 800 KB dump has ~46k tokens, ~1.1 MB: faulting that
+/* Tokens and next[] share one allocation. An 800 KB dump has ~46k tokens, ~1.1 MB: faulting that
  * in 4 KiB pages costs more than jsmn's whole parse (measured ~0.45 ms on the development VM),
  * one transparent huge page ~0.05 ms, so big arrays are 2 MiB-aligned and advised as huge. */
 #define SLOT (sizeof(jsmntok_t) + sizeof(uint32_t))
@@ -303,22 +303,27 @@ static int diagnose(Walk *w, const jsmn_parser *ps, int rc)
 
 static int grow(FerryJtok *j, size_t cap)
 {
-    size_t bytes = cap * SLOT, map_len = bytes;
-    bool huge = bytes >= HUGE / 4;
-    if (huge)
-        map_len = (bytes + HUGE - 1) / HUGE * HUGE + HUGE; /* room to align */
+    size_t bytes = cap * SLOT;
+    if (bytes < HUGE / 4 && !j->map) { /* small: the heap (and ASan's checks, when fuzzing) */
+        void *t = realloc(j->t, bytes);
+        if (!t)
+            return -ENOMEM;
+        j->t = t;
+        return 0;
+    }
+    size_t map_len = (bytes + HUGE - 1) / HUGE * HUGE + HUGE; /* room to align */
     char *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return -ENOMEM;
-    char *use = m;
-    if (huge) {
-        use = (char *)(((uintptr_t)m + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
-        /* Advice only: without transparent huge pages this is plain memory. */
-        madvise(use, (map_len - (size_t)(use - m)) / HUGE * HUGE, MADV_HUGEPAGE);
-    }
+    char *use = (char *)(((uintptr_t)m + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+    /* Advice only: without transparent huge pages this is plain memory. */
+    madvise(use, (map_len - (size_t)(use - m)) / HUGE * HUGE, MADV_HUGEPAGE);
     if (j->t) { /* jsmn resumes: keep what it filled */
         memcpy(use, j->t, j->n * sizeof(jsmntok_t));
-        munmap(j->map, j->map_len);
+        if (j->map)
+            munmap(j->map, j->map_len);
+        else
+            free(j->t);
     }
     j->map = m;
     j->map_len = map_len;
@@ -377,6 +382,8 @@ void ferry_jtok_free(FerryJtok *j)
 {
     if (j->map)
         munmap(j->map, j->map_len);
+    else
+        free(j->t);
     *j = (FerryJtok){0};
 }
 
