@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define FERRY_JTOK_MAX_DEPTH 128
-#define FERRY_JTOK_NONE UINT32_MAX
+#define FERRY_JTOK_NONE      UINT32_MAX
 
 typedef struct FerryJtok {
     const char *text; /* borrowed; need not be NUL-terminated */

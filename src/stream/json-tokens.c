@@ -1,8 +1,10 @@
 /* JSON over jsmn (see json-tokens-int.h): jsmn is a lenient tokenizer (it does not check commas,
  * colons, literals or numbers), so a walk over its tokens checks the text between them. */
-#define JSMN_STATIC /* jsmn's code, compiled here only */
+// clang-format off: jsmn.h must come first, with these defines, to compile jsmn's code here
+#define JSMN_STATIC
 #define JSMN_PARENT_LINKS
 #include <jsmn.h>
+// clang-format on
 
 #include "json-tokens-int.h"
 
@@ -54,7 +56,7 @@ static uint32_t hex4(const char *s)
     return (uint32_t)(hexval(s[0]) << 12 | hexval(s[1]) << 8 | hexval(s[2]) << 4 | hexval(s[3]));
 }
 
-#define ONES 0x0101010101010101ull
+#define ONES  0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
 /* What jsmn leaves out: control characters, \u0000 (strings are handed out NUL-terminated) and
@@ -290,7 +292,8 @@ static int diagnose(Walk *w, const jsmn_parser *ps, int rc)
             s = j->t[s].parent;
         if (s >= 0)
             return fail(w, pos,
-                        j->t[s].type == JSMN_OBJECT ? "expected ',' or '}'" : "expected ',' or ']'");
+                        j->t[s].type == JSMN_OBJECT ? "expected ',' or '}'"
+                                                    : "expected ',' or ']'");
     }
     return fail(w, pos, "unexpected character");
 }
@@ -453,11 +456,21 @@ size_t ferry_jtok_unescape(const FerryJtok *j, uint32_t i, char *dst)
         char e = s[1];
         s += 2;
         switch (e) {
-        case 'b': *d++ = '\b'; break;
-        case 'f': *d++ = '\f'; break;
-        case 'n': *d++ = '\n'; break;
-        case 'r': *d++ = '\r'; break;
-        case 't': *d++ = '\t'; break;
+        case 'b':
+            *d++ = '\b';
+            break;
+        case 'f':
+            *d++ = '\f';
+            break;
+        case 'n':
+            *d++ = '\n';
+            break;
+        case 'r':
+            *d++ = '\r';
+            break;
+        case 't':
+            *d++ = '\t';
+            break;
         case 'u': {
             uint32_t cp = hex4(s);
             s += 4;
@@ -468,7 +481,8 @@ size_t ferry_jtok_unescape(const FerryJtok *j, uint32_t i, char *dst)
             d += utf8(cp, d);
             break;
         }
-        default: *d++ = e; /* " \ / */
+        default:
+            *d++ = e; /* " \ / */
         }
     }
     *d = '\0';

@@ -1,7 +1,7 @@
 /* The vmdesc trailer as a node array (see qemu-json-int.h), built from jsmn's tokens by
  * json-tokens.c: strings unescaped once, numbers converted once, siblings linked. */
-#include "qemu-json-int.h"
 #include "json-tokens-int.h"
+#include "qemu-json-int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -16,18 +16,29 @@ static int build(QjDoc *d, const FerryJtok *j, uint32_t i, uint32_t *out)
     *out = self;
     int64_t v = 0;
     switch (ferry_jtok_kind(j, i, &v, NULL)) {
-    case FERRY_JTOK_NULL: return 0;
-    case FERRY_JTOK_FALSE: n->type = QJ_FALSE; return 0;
-    case FERRY_JTOK_TRUE: n->type = QJ_TRUE; return 0;
-    case FERRY_JTOK_INT: n->type = QJ_INT; n->num = v; return 0;
-    case FERRY_JTOK_REAL: n->type = QJ_NUM; return 0;
+    case FERRY_JTOK_NULL:
+        return 0;
+    case FERRY_JTOK_FALSE:
+        n->type = QJ_FALSE;
+        return 0;
+    case FERRY_JTOK_TRUE:
+        n->type = QJ_TRUE;
+        return 0;
+    case FERRY_JTOK_INT:
+        n->type = QJ_INT;
+        n->num = v;
+        return 0;
+    case FERRY_JTOK_REAL:
+        n->type = QJ_NUM;
+        return 0;
     case FERRY_JTOK_STRING:
         n->type = QJ_STR;
         n->str = (uint32_t)d->ns;
         d->ns += ferry_jtok_unescape(j, i, d->s + d->ns) + 1;
         return 0;
     case FERRY_JTOK_ARRAY:
-    case FERRY_JTOK_OBJECT: break;
+    case FERRY_JTOK_OBJECT:
+        break;
     }
     bool obj = j->t[i].type == JSMN_OBJECT;
     n->type = obj ? QJ_OBJ : QJ_ARR;

@@ -21,11 +21,23 @@ static void build(FerryJsonDoc *doc, const FerryJtok *j, uint32_t i, FerryJson *
     int64_t n = 0;
     double r = 0;
     switch (ferry_jtok_kind(j, i, &n, &r)) {
-    case FERRY_JTOK_NULL: v->type = FERRY_JSON_NULL; return;
-    case FERRY_JTOK_FALSE: v->type = FERRY_JSON_FALSE; return;
-    case FERRY_JTOK_TRUE: v->type = FERRY_JSON_TRUE; return;
-    case FERRY_JTOK_INT: v->type = FERRY_JSON_INT; v->u.i = n; return;
-    case FERRY_JTOK_REAL: v->type = FERRY_JSON_REAL; v->u.r = r; return;
+    case FERRY_JTOK_NULL:
+        v->type = FERRY_JSON_NULL;
+        return;
+    case FERRY_JTOK_FALSE:
+        v->type = FERRY_JSON_FALSE;
+        return;
+    case FERRY_JTOK_TRUE:
+        v->type = FERRY_JSON_TRUE;
+        return;
+    case FERRY_JTOK_INT:
+        v->type = FERRY_JSON_INT;
+        v->u.i = n;
+        return;
+    case FERRY_JTOK_REAL:
+        v->type = FERRY_JSON_REAL;
+        v->u.r = r;
+        return;
     case FERRY_JTOK_STRING: {
         char *s = doc->buf + j->t[i].start; /* decoded over its own text */
         v->type = FERRY_JSON_STRING;
@@ -34,7 +46,8 @@ static void build(FerryJsonDoc *doc, const FerryJtok *j, uint32_t i, FerryJson *
         return;
     }
     case FERRY_JTOK_ARRAY:
-    case FERRY_JTOK_OBJECT: break;
+    case FERRY_JTOK_OBJECT:
+        break;
     }
     bool obj = j->t[i].type == JSMN_OBJECT;
     v->type = obj ? FERRY_JSON_OBJECT : FERRY_JSON_ARRAY;

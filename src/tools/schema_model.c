@@ -530,7 +530,8 @@ static int load_qemu_tokens(QLoad *q)
     int rc;
     doc->format = FERRY_SCHEMA_FORMAT_QEMU;
     if (!q_is(q, 0, FERRY_JTOK_OBJECT))
-        return bad(ld, NULL, "expected an object (a QEMU -dump-vmstate dump or a Ferry schema), got %s",
+        return bad(ld, NULL,
+                   "expected an object (a QEMU -dump-vmstate dump or a Ferry schema), got %s",
                    q_type_name(q, 0));
     if (!(doc->sections = calloc(cap, sizeof(*doc->sections))))
         return ferry_error_set(ld->err, -ENOMEM, "out of memory");

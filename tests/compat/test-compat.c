@@ -3,6 +3,10 @@
  * any error finding from golden -> current fails. A self-test mutates each golden file and
  * requires the gate, in process and through `ferry schema check --severity error`, to fail.
  * `test-compat --write-golden DIR` regenerates the files after a reviewed, compatible change. */
+#include "ferry/machine/device.h"
+#include "schema_check.h"
+#include "schema_dump.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,10 +14,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include "ferry/machine/device.h"
-#include "schema_check.h"
-#include "schema_dump.h"
 
 /* Error findings of golden -> current (forward: a golden build's stream loads on this one);
  * printed unless quiet. Returns -1 when a file does not load. */
@@ -78,13 +78,13 @@ static const char *mutate(json_t *g, int which)
     json_t *f0 = json_array_get(fields, 0);
     switch (which) {
     case 0: /* the build dropped a field: the golden one has one more */
-        json_array_append_new(fields, json_pack("{s:s, s:s, s:i, s:s, s:i, s:i}", "name", "gone",
-                                                "type", "u32", "size", 4, "array", "none",
-                                                "count", 0, "since", 0));
+        json_array_append_new(fields,
+                              json_pack("{s:s, s:s, s:i, s:s, s:i, s:i}", "name", "gone", "type",
+                                        "u32", "size", 4, "array", "none", "count", 0, "since", 0));
         return "field removed";
     case 1: /* the build lowered the version */
-        json_object_set_new(d, "version", json_integer(json_integer_value(
-                                              json_object_get(d, "version")) + 5));
+        json_object_set_new(d, "version",
+                            json_integer(json_integer_value(json_object_get(d, "version")) + 5));
         return "version lowered";
     case 2: { /* the build retyped a field */
         bool was64 = !strcmp(json_string_value(json_object_get(f0, "type")), "u64");
@@ -129,8 +129,8 @@ static int self_test(const char *ferry, const char *golden_path, const char *cur
             }
             int rc = ferry ? cli(ferry, path, current_path) : 1;
             if (rc != 1) {
-                fprintf(stderr, "  self-test: %s: ferry schema check exit status %d, not 1\n",
-                        what, rc);
+                fprintf(stderr, "  self-test: %s: ferry schema check exit status %d, not 1\n", what,
+                        rc);
                 missed++;
             }
         }
@@ -145,7 +145,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; ferry_machine_type_at(i); i++) {
             char out[1024];
             snprintf(out, sizeof(out), "%s/%s.json", argv[2], ferry_machine_type_at(i)->name);
-            char *a[] = {"dump", "--machine", (char *)ferry_machine_type_at(i)->name, "-o", out, NULL};
+            char *a[] = {"dump", "--machine", (char *)ferry_machine_type_at(i)->name,
+                         "-o",   out,         NULL};
             if (ferry_schema_dump_main(5, a) != 0)
                 return 1;
             printf("wrote %s\n", out);
@@ -183,8 +184,8 @@ int main(int argc, char **argv)
             json_decref(b);
         }
         if (ferry && cli(ferry, golden_path, current) != 0) {
-            fprintf(stderr, "%s: ferry schema check --severity error %s -> current failed\n",
-                    name, golden_path);
+            fprintf(stderr, "%s: ferry schema check --severity error %s -> current failed\n", name,
+                    golden_path);
             failed = 1;
         }
         int missed = self_test(ferry, golden_path, current);
