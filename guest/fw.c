@@ -18,6 +18,8 @@
 /* KVM's APIC bus runs at 1 GHz; with divide-by-128 the timer counts 7812.5 ticks per ms. */
 #define TICKS_PER_MS 7812ULL
 #define AP_WAIT_MS   3000
+/* Called from interrupt handlers: such callees must preserve every register (clang checks). */
+#define ISR_CALLEE __attribute__((no_caller_saved_registers))
 
 typedef struct IntFrame {
     uint64_t rip, cs, rflags, rsp, ss;
@@ -179,7 +181,7 @@ static void report_error(const char *what, uint32_t kind, uint32_t slot, uint32_
 static uint32_t last_count;
 static uint64_t elapsed_ticks;
 
-static void lapic_wr(uint32_t reg, uint32_t v)
+ISR_CALLEE static void lapic_wr(uint32_t reg, uint32_t v)
 {
     mmio_wr(LAPIC_BASE + reg, v);
 }
@@ -218,7 +220,7 @@ static void ioapic_wr(uint32_t reg, uint32_t v)
 
 /* The hotplug line is level-triggered, active high, to the BSP (APIC id 0). Masked while the
  * BSP drains the queue; unmasked after, so a line still high interrupts again at once. */
-static void hp_line_mask(int masked)
+ISR_CALLEE static void hp_line_mask(int masked)
 {
     ioapic_wr(0x11 + 2 * hp_gsi, 0);
     ioapic_wr(0x10 + 2 * hp_gsi, HP_VECTOR | (1u << 15) | (masked ? 1u << 16 : 0));
@@ -232,7 +234,7 @@ static void halt_forever(void)
         __asm__ volatile("cli; hlt");
 }
 
-static void fault(uint64_t vec, uint64_t rip, uint64_t code)
+ISR_CALLEE static void fault(uint64_t vec, uint64_t rip, uint64_t code)
 {
     puts_serial("FAULT vec=");
     putdec(vec);
@@ -254,11 +256,13 @@ static void fault(uint64_t vec, uint64_t rip, uint64_t code)
     {                                                                                              \
         fault(v, f->rip, code);                                                                    \
     }
-EXC(0)
-EXC(1) EXC(2) EXC(3) EXC(4) EXC(5) EXC(6) EXC(7) EXC_CODE(8) EXC(9) EXC_CODE(10) EXC_CODE(11)
-    EXC_CODE(12) EXC_CODE(13) EXC_CODE(14) EXC(15) EXC(16) EXC_CODE(17) EXC(18) EXC(19)
+// clang-format off
+EXC(0) EXC(1) EXC(2) EXC(3) EXC(4) EXC(5) EXC(6) EXC(7) EXC_CODE(8) EXC(9) EXC_CODE(10)
+EXC_CODE(11) EXC_CODE(12) EXC_CODE(13) EXC_CODE(14) EXC(15) EXC(16) EXC_CODE(17) EXC(18) EXC(19)
+typedef int exc_handlers_end; /* ends the macro run for clang-format */
+// clang-format on
 
-        __attribute__((interrupt)) static void hp_irq(IntFrame *f)
+__attribute__((interrupt)) static void hp_irq(IntFrame *f)
 {
     (void)f;
     hp_line_mask(1);

@@ -2,7 +2,7 @@
 # Install the Debian packages Ferry builds and tests with, or print the exact command.
 # Usage: scripts/deps.sh [extra-package ...]   (bench adds qemu-system-x86 etc.)
 set -euo pipefail
-pkgs=(gcc meson ninja-build pkg-config python3 libjansson-dev libxxhash-dev zlib1g-dev libcmocka-dev
+pkgs=(gcc meson ninja-build pkg-config python3 libjansson-dev libjsmn-dev libxxhash-dev zlib1g-dev libcmocka-dev
       clang libclang-rt-14-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -142,6 +142,12 @@ static int qmp_device_del(void *ctx, json_t *args, json_t **ret, FerryQmpError *
     if (r == -ENOENT)
         return ferry_qmp_error_set(err, FERRY_QMP_ERROR_DEVICE_NOT_FOUND, "Device '%s' not found",
                                    id);
+    ferry_instance_lock(vc->inst);
+    bool migrating = ferry_machine_migration_active(ferry_instance_machine(vc->inst));
+    ferry_instance_unlock(vc->inst);
+    if (r == -EBUSY && !migrating) /* QEMU's wording for a repeated device_del */
+        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
+                                   "Device %s is already in the process of unplug", id);
     if (r < 0)
         return ferry_qmp_error_from(err, &e);
     return 0;

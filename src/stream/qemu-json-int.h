@@ -1,4 +1,4 @@
-/* Minimal JSON reader for the QEMU vmdesc trailer: one flat node array, no hashing.
+/* The QEMU vmdesc trailer as one flat node array (parsed by jsmn through json-tokens.c).
  * Private to src/stream/qemu.c; duplicate object keys resolve to the last one (like Python). */
 #ifndef FERRY_STREAM_QEMU_JSON_INT_H
 #define FERRY_STREAM_QEMU_JSON_INT_H

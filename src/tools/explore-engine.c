@@ -12,8 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_SLOTS     8
-#define QUIESCE_STEPS 400 /* a guest that takes more is livelocked (a violation) */
+#define MAX_SLOTS      8
+#define MAX_KIND_SLOTS 4 /* vCPU and memory-block slots explored */
+#define MAX_TARGETS    (MAX_SLOTS + 2 * MAX_KIND_SLOTS)
+#define QUIESCE_STEPS  400 /* a guest that takes more is livelocked (a violation) */
 
 /* ---- actions ---- */
 
@@ -33,8 +35,38 @@ typedef enum ActKind {
 
 typedef struct Action {
     ActKind kind;
-    uint32_t arg; /* slot, or FERRY_EXPLORE_DST_* for a switchover */
+    uint32_t arg; /* target (kind << 8 | slot) for add/del, FERRY_EXPLORE_DST_* for a switchover */
 } Action;
+
+/* A device the explorer plugs: cards c<slot>, vCPUs cpu<slot> (slot 0 is the boot vCPU, never
+ * explored), memory blocks mem<slot>. */
+#define TARGET(kind, slot) ((uint32_t)(kind) << 8 | (uint32_t)(slot))
+#define TARGET_KIND(t)     ((t) >> 8)
+#define TARGET_SLOT(t)     ((t)&0xffu)
+
+static const char *target_prefix(uint32_t t)
+{
+    switch (TARGET_KIND(t)) {
+    case FERRY_CONN_CPU:
+        return "cpu";
+    case FERRY_CONN_MEM:
+        return "mem";
+    default:
+        return "c";
+    }
+}
+
+static void target_id(uint32_t t, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%u", target_prefix(t), TARGET_SLOT(t));
+}
+
+static void target_opts(uint32_t t, char *buf, size_t len)
+{
+    static const char *const driver[4] = {NULL, "cpu", "mem-block", "card"};
+    snprintf(buf, len, "%s,id=%s%u,slot=%u", driver[TARGET_KIND(t)], target_prefix(t),
+             TARGET_SLOT(t), TARGET_SLOT(t));
+}
 
 static const char *const act_names[ACT__COUNT] = {
     [ACT_CONT] = "cont",       [ACT_STOP] = "stop",
@@ -60,8 +92,11 @@ static const char *dst_name(uint32_t v)
 
 static void act_format(Action a, char *buf, size_t len)
 {
-    if (a.kind == ACT_ADD || a.kind == ACT_DEL)
-        snprintf(buf, len, "%s %u", act_names[a.kind], a.arg);
+    if ((a.kind == ACT_ADD || a.kind == ACT_DEL) && TARGET_KIND(a.arg) != FERRY_CONN_SLOT)
+        snprintf(buf, len, "%s %s %u", act_names[a.kind],
+                 TARGET_KIND(a.arg) == FERRY_CONN_CPU ? "cpu" : "mem", TARGET_SLOT(a.arg));
+    else if (a.kind == ACT_ADD || a.kind == ACT_DEL)
+        snprintf(buf, len, "%s %u", act_names[a.kind], TARGET_SLOT(a.arg));
     else if (a.kind == ACT_SWITCHOVER)
         snprintf(buf, len, "switchover %s", dst_name(a.arg));
     else
@@ -81,6 +116,8 @@ typedef struct Ctx {
     FILE *log;                     /* replay narration */
     char msg[FERRY_ERROR_MSG_MAX]; /* the violation of the action being checked */
     bool violated;
+    uint32_t targets[MAX_TARGETS]; /* explored devices: cards, then vCPUs, then memory blocks */
+    uint32_t ntargets;
 } Ctx;
 
 static void world_free(World *w)
@@ -125,22 +162,12 @@ static bool violate(Ctx *c, const char *fmt, ...)
     return false;
 }
 
-static void card_id(uint32_t slot, char *buf, size_t len)
-{
-    snprintf(buf, len, "c%u", slot);
-}
-
-static uint32_t card_index(uint32_t slot)
-{
-    return FERRY_CONN_INDEX(FERRY_CONN_SLOT, slot);
-}
-
 static FerryMachine *machine_new(const Ctx *c, bool incoming, FerryError *err)
 {
     FerryMachineConfig mc = {.type = c->cfg.machine_type,
-                             .cpu_slots = 1,
+                             .cpu_slots = 1 + c->cfg.cpu_slots,
                              .boot_cpus = 1,
-                             .mem_slots = 1,
+                             .mem_slots = c->cfg.mem_slots ? c->cfg.mem_slots : 1,
                              .card_slots = c->cfg.slots,
                              .incoming = incoming};
     FerryMachine *m = ferry_machine_new(&mc, err);
@@ -222,14 +249,17 @@ static bool check_guest_log(Ctx *c, const char *side, const FerryMachine *m, con
     return true;
 }
 
-/* Device ids present, one bit per card slot. */
-static uint32_t cards_present(const FerryMachine *m, uint32_t slots)
+/* Explored devices present, one bit per target. */
+static uint32_t targets_present(const Ctx *c, const FerryMachine *m)
 {
     uint32_t mask = 0;
-    for (uint32_t s = 0; s < slots; s++) {
+    for (uint32_t i = 0; i < c->ntargets; i++) {
+        uint32_t t = c->targets[i];
         FerryConnectorInfo ci;
-        if (ferry_machine_connector_find(m, card_index(s), &ci) == 0 && ci.device_id)
-            mask |= 1u << s;
+        if (ferry_machine_connector_find(m, FERRY_CONN_INDEX(TARGET_KIND(t), TARGET_SLOT(t)),
+                                         &ci) == 0 &&
+            ci.device_id)
+            mask |= 1u << i;
     }
     return mask;
 }
@@ -238,17 +268,17 @@ static uint32_t cards_present(const FerryMachine *m, uint32_t slots)
  * the same id and slot (checked on a copy, outside any migration). */
 static bool check_reusable(Ctx *c, const char *side, const FerryMachine *m, uint32_t before)
 {
-    uint32_t gone = before & ~cards_present(m, c->cfg.slots);
-    for (uint32_t s = 0; s < c->cfg.slots; s++) {
-        if (!(gone >> s & 1))
+    uint32_t gone = before & ~targets_present(c, m);
+    for (uint32_t i = 0; i < c->ntargets; i++) {
+        if (!(gone >> i & 1))
             continue;
         FerryMachine *copy = ferry_machine_clone(m);
         if (!copy)
             return violate(c, "out of memory");
         ferry_machine_set_migration_active(copy, false);
         char id[16], opts[64];
-        card_id(s, id, sizeof(id));
-        snprintf(opts, sizeof(opts), "card,id=%s,slot=%u", id, s);
+        target_id(c->targets[i], id, sizeof(id));
+        target_opts(c->targets[i], opts, sizeof(opts));
         FerryError err = {0};
         int rc = ferry_machine_device_add_opts(copy, opts, &err);
         ferry_machine_free(copy);
@@ -263,7 +293,7 @@ static bool check_reusable(Ctx *c, const char *side, const FerryMachine *m, uint
 static bool guest_step(Ctx *c, const char *side, World *w, bool *did)
 {
     uint64_t had = guest_have_mask(w->m, w->g);
-    uint32_t before = cards_present(w->m, c->cfg.slots);
+    uint32_t before = targets_present(c, w->m);
     ferry_guest_log_clear(w->g);
     *did = ferry_guest_step(w->g);
     if (c->log && ferry_guest_log_count(w->g)) {
@@ -429,7 +459,7 @@ static size_t device_options(const FerryMachine *src, char opts[][128], size_t m
     for (size_t i = 0; i < ferry_machine_device_count(src) && n < max; i++) {
         FerryDeviceInfo di;
         ferry_machine_device_info(src, i, &di);
-        if (di.type->kind == FERRY_CONN_CPU)
+        if (di.connector == FERRY_CONN_INDEX(FERRY_CONN_CPU, 0))
             continue; /* boot vCPU: part of both machines' configuration */
         int len = snprintf(opts[n], sizeof(opts[n]), "%s,id=%s", di.type->driver, di.id);
         for (size_t p = 0; di.type->params[p].name; p++) {
@@ -463,8 +493,10 @@ static void describe_difference(FerryMachine *a, FerryMachine *b, char *why, siz
          off += 4) {
         uint32_t x = ferry_hotplug_io_read(a, off, 4), y = ferry_hotplug_io_read(b, off, 4);
         if (x != y) {
-            snprintf(why, len, "hotplug register 0x%02x is 0x%08x on the source, 0x%08x on the "
-                               "destination", off, x, y);
+            snprintf(why, len,
+                     "hotplug register 0x%02x is 0x%08x on the source, 0x%08x on the "
+                     "destination",
+                     off, x, y);
             return;
         }
     }
@@ -491,9 +523,9 @@ static FerryMachine *build_destination(Ctx *c, const FerryMachine *src, uint32_t
         argv[i] = opts[i];
     if (variant == FERRY_EXPLORE_DST_CMDLINE) {
         FerryMachineConfig mc = {.type = c->cfg.machine_type,
-                                 .cpu_slots = 1,
+                                 .cpu_slots = 1 + c->cfg.cpu_slots,
                                  .boot_cpus = 1,
-                                 .mem_slots = 1,
+                                 .mem_slots = c->cfg.mem_slots ? c->cfg.mem_slots : 1,
                                  .card_slots = c->cfg.slots,
                                  .incoming = true,
                                  .devices = argv,
@@ -591,8 +623,8 @@ static bool switchover(Ctx *c, const World *w, uint32_t variant)
      * migration) yields a paused destination (-S semantics), which management resumes. The run
      * state itself is not carried (docs/explorer.md §5: prelaunch arrives as paused). */
     bool stopped = ferry_machine_runstate(src.m) != FERRY_RUN_RUNNING;
-    ferry_machine_run_event(dst.m, stopped ? FERRY_RUN_EV_INCOMING_PAUSE
-                                           : FERRY_RUN_EV_INCOMING_RUN, NULL);
+    ferry_machine_run_event(
+        dst.m, stopped ? FERRY_RUN_EV_INCOMING_PAUSE : FERRY_RUN_EV_INCOMING_RUN, NULL);
     ferry_machine_set_migration_active(src.m, false);
     if (!check_same(c, src.m, dst.m))
         goto out;
@@ -725,8 +757,8 @@ static Outcome apply(Ctx *c, World *w, const World *orig, Action a)
         return OUT_NEW;
     case ACT_ADD: {
         char opts[64], id[16];
-        card_id(a.arg, id, sizeof(id));
-        snprintf(opts, sizeof(opts), "card,id=%s,slot=%u", id, a.arg);
+        target_id(a.arg, id, sizeof(id));
+        target_opts(a.arg, opts, sizeof(opts));
         rc = ferry_machine_device_add_opts(w->m, opts, &err);
         if (rc == 0 && migrating)
             return violate(c, "device_add '%s' accepted during an outgoing migration (S10)", id),
@@ -735,8 +767,8 @@ static Outcome apply(Ctx *c, World *w, const World *orig, Action a)
     }
     case ACT_DEL: {
         char id[16];
-        card_id(a.arg, id, sizeof(id));
-        uint32_t before = cards_present(w->m, c->cfg.slots);
+        target_id(a.arg, id, sizeof(id));
+        uint32_t before = targets_present(c, w->m);
         rc = ferry_machine_device_del(w->m, id, &err);
         if (rc == 0 && migrating)
             return violate(c, "device_del '%s' accepted during an outgoing migration (S10)", id),
@@ -790,10 +822,10 @@ static size_t all_actions(const Ctx *c, Action *out)
     size_t n = 0;
     out[n++] = (Action){ACT_CONT, 0};
     out[n++] = (Action){ACT_STOP, 0};
-    for (uint32_t s = 0; s < c->cfg.slots; s++)
-        out[n++] = (Action){ACT_ADD, s};
-    for (uint32_t s = 0; s < c->cfg.slots; s++)
-        out[n++] = (Action){ACT_DEL, s};
+    for (uint32_t i = 0; i < c->ntargets; i++)
+        out[n++] = (Action){ACT_ADD, c->targets[i]};
+    for (uint32_t i = 0; i < c->ntargets; i++)
+        out[n++] = (Action){ACT_DEL, c->targets[i]};
     out[n++] = (Action){ACT_GUEST, 0};
     out[n++] = (Action){ACT_RESET, 0};
     out[n++] = (Action){ACT_MIGRATE, 0};
@@ -803,7 +835,7 @@ static size_t all_actions(const Ctx *c, Action *out)
         out[n++] = (Action){ACT_SWITCHOVER, v};
     return n;
 }
-#define MAX_ACTIONS (9 + 2 * MAX_SLOTS + 3)
+#define MAX_ACTIONS (9 + 2 * MAX_TARGETS + 3)
 
 /* Depth cost of an action: guest steps are free by default, so a depth bounds what the
  * environment does while the guest may be anywhere in its protocol (the guest is finite). */
@@ -936,6 +968,15 @@ static int ctx_init(Ctx *c, const FerryExploreConfig *cfg, FerryExploreResult *r
     if (c->cfg.slots > MAX_SLOTS)
         return ferry_error_set(err, -EINVAL, "--slots %u: at most %u card slots", c->cfg.slots,
                                MAX_SLOTS);
+    if (c->cfg.cpu_slots > MAX_KIND_SLOTS || c->cfg.mem_slots > MAX_KIND_SLOTS)
+        return ferry_error_set(err, -EINVAL, "--cpu-slots %u --mem-slots %u: at most %u each",
+                               c->cfg.cpu_slots, c->cfg.mem_slots, MAX_KIND_SLOTS);
+    for (uint32_t s = 0; s < c->cfg.slots; s++)
+        c->targets[c->ntargets++] = TARGET(FERRY_CONN_SLOT, s);
+    for (uint32_t s = 1; s <= c->cfg.cpu_slots; s++)
+        c->targets[c->ntargets++] = TARGET(FERRY_CONN_CPU, s);
+    for (uint32_t s = 0; s < c->cfg.mem_slots; s++)
+        c->targets[c->ntargets++] = TARGET(FERRY_CONN_MEM, s);
     if (c->cfg.depth > 200)
         return ferry_error_set(err, -EINVAL, "--depth %u: at most 200", c->cfg.depth);
     if (c->cfg.destinations & ~FERRY_EXPLORE_DST_ALL)
@@ -1222,8 +1263,8 @@ int ferry_explore_run(const FerryExploreConfig *cfg, FerryExploreResult *res, Fe
 
 static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *err)
 {
-    char name[32] = "", arg[32] = "";
-    int n = sscanf(text, "%31s %31s", name, arg);
+    char name[32] = "", arg[32] = "", arg2[32] = "";
+    int n = sscanf(text, "%31s %31s %31s", name, arg, arg2);
     if (n < 1)
         return ferry_error_set(err, -EINVAL, "empty action");
     for (int k = 0; k < ACT__COUNT; k++) {
@@ -1232,12 +1273,27 @@ static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *e
         a->kind = (ActKind)k;
         a->arg = 0;
         if (k == ACT_ADD || k == ACT_DEL) {
-            char *end;
-            unsigned long s = n == 2 ? strtoul(arg, &end, 10) : 0;
-            if (n != 2 || *end || s >= c->cfg.slots)
-                return ferry_error_set(err, -EINVAL, "'%s': needs a slot below %u", text,
-                                       c->cfg.slots);
-            a->arg = (uint32_t)s;
+            /* "add 1" (card), "add card 1", "add cpu 1", "add mem 0" */
+            uint32_t kind = FERRY_CONN_SLOT;
+            const char *num = arg;
+            if (n == 3) {
+                kind = !strcmp(arg, "cpu")    ? FERRY_CONN_CPU
+                       : !strcmp(arg, "mem")  ? FERRY_CONN_MEM
+                       : !strcmp(arg, "card") ? FERRY_CONN_SLOT
+                                              : 0;
+                num = arg2;
+            }
+            char *end = NULL;
+            unsigned long s = n >= 2 ? strtoul(num, &end, 10) : 0;
+            bool known = false;
+            for (uint32_t i = 0; n >= 2 && kind && end && !*end && i < c->ntargets; i++)
+                known |= c->targets[i] == TARGET(kind, s);
+            if (!known)
+                return ferry_error_set(err, -EINVAL,
+                                       "'%s': needs a slot below %u, 'cpu N' (1..%u) or 'mem N' "
+                                       "(%u slots): see --slots, --cpu-slots, --mem-slots",
+                                       text, c->cfg.slots, c->cfg.cpu_slots, c->cfg.mem_slots);
+            a->arg = TARGET(kind, s);
         } else if (k == ACT_SWITCHOVER) {
             for (uint32_t v = FERRY_EXPLORE_DST_CMDLINE; v <= FERRY_EXPLORE_DST_STALE; v <<= 1)
                 if (n == 2 && !strcmp(arg, dst_name(v)))
@@ -1245,7 +1301,7 @@ static int parse_action(const Ctx *c, const char *text, Action *a, FerryError *e
             if (!a->arg)
                 return ferry_error_set(err, -EINVAL, "'%s': switchover needs cmdline, add or stale",
                                        text);
-        } else if (n == 2) {
+        } else if (n >= 2) {
             return ferry_error_set(err, -EINVAL, "'%s': %s takes no argument", text, name);
         }
         return 0;

@@ -12,28 +12,31 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ferry explore [options]\n"
-            "       ferry explore [options] --replay TRACE|@FILE [--emit-c]\n\n"
-            "Explores every sequence of up to D actions (device_add/device_del per slot, guest\n"
-            "protocol steps, system_reset, migration start, switchover into a destination built\n"
-            "from the command line, by device_add, or with stale plug leftovers) and checks the\n"
-            "invariants of docs/explorer.md at every state.\n\n"
-            "  --slots N          card slots (default 2, at most 8)\n"
-            "  --depth D          management and migration actions per trace, the switchover\n"
-            "                     included (default 8); guest protocol steps are free\n"
-            "  --count-guest      guest protocol steps count towards the depth as well\n"
-            "  --machine TYPE     machine type (default: the newest)\n"
-            "  --policy LIST      real (default), or seeded bad policies: list-append,\n"
-            "                     inmigrate-hotplug, edge, conn-subsection (comma-separated;\n"
-            "                     single switches: inmigrate-hotplug-path, conn-subsection-only,\n"
-            "                     keep-dest-connectors, keep-dest-events)\n"
-            "  --destinations L   cmdline,add,stale (default: all)\n"
-            "  --bfs | --dfs      search order (default bfs: shortest counterexample)\n"
-            "  --progress         per-depth counts on stderr\n"
-            "  --replay TRACE     apply 'add 0; cont; ...' (or @FILE) and check it\n"
-            "  --emit-c           with a violation, print a cmocka test that replays it\n\n"
-            "Exit status: 0 no violation, 1 violation (or error), 2 usage.\n");
+    fprintf(
+        out,
+        "usage: ferry explore [options]\n"
+        "       ferry explore [options] --replay TRACE|@FILE [--emit-c]\n\n"
+        "Explores every sequence of up to D actions (device_add/device_del per slot, guest\n"
+        "protocol steps, system_reset, migration start, switchover into a destination built\n"
+        "from the command line, by device_add, or with stale plug leftovers) and checks the\n"
+        "invariants of docs/explorer.md at every state.\n\n"
+        "  --slots N          card slots (default 2, at most 8)\n"
+        "  --cpu-slots N      hotpluggable vCPU slots besides the boot vCPU (default 0, max 4)\n"
+        "  --mem-slots N      memory-block slots (default 0, at most 4)\n"
+        "  --depth D          management and migration actions per trace, the switchover\n"
+        "                     included (default 8); guest protocol steps are free\n"
+        "  --count-guest      guest protocol steps count towards the depth as well\n"
+        "  --machine TYPE     machine type (default: the newest)\n"
+        "  --policy LIST      real (default), or seeded bad policies: list-append,\n"
+        "                     inmigrate-hotplug, edge, conn-subsection (comma-separated;\n"
+        "                     single switches: inmigrate-hotplug-path, conn-subsection-only,\n"
+        "                     keep-dest-connectors, keep-dest-events)\n"
+        "  --destinations L   cmdline,add,stale (default: all)\n"
+        "  --bfs | --dfs      search order (default bfs: shortest counterexample)\n"
+        "  --progress         per-depth counts on stderr\n"
+        "  --replay TRACE     apply 'add 0; cont; ...' (or @FILE) and check it\n"
+        "  --emit-c           with a violation, print a cmocka test that replays it\n\n"
+        "Exit status: 0 no violation, 1 violation (or error), 2 usage.\n");
 }
 
 static int parse_u32(const char *opt, const char *s, uint32_t *out)
@@ -93,9 +96,13 @@ static void options_text(const FerryExploreConfig *cfg, char *buf, size_t len)
 {
     char pol[256];
     ferry_explore_policy_format(&cfg->policy, pol, sizeof(pol));
-    snprintf(buf, len, "--slots %u%s%s --policy %s", cfg->slots ? cfg->slots : 2,
-             cfg->machine_type ? " --machine " : "", cfg->machine_type ? cfg->machine_type : "",
-             pol);
+    int n = snprintf(buf, len, "--slots %u", cfg->slots ? cfg->slots : 2);
+    if (cfg->cpu_slots)
+        n += snprintf(buf + n, len - (size_t)n, " --cpu-slots %u", cfg->cpu_slots);
+    if (cfg->mem_slots)
+        n += snprintf(buf + n, len - (size_t)n, " --mem-slots %u", cfg->mem_slots);
+    snprintf(buf + n, len - (size_t)n, "%s%s --policy %s", cfg->machine_type ? " --machine " : "",
+             cfg->machine_type ? cfg->machine_type : "", pol);
 }
 
 static void emit_c(const FerryExploreConfig *cfg, const FerryExploreResult *res)
@@ -103,8 +110,10 @@ static void emit_c(const FerryExploreConfig *cfg, const FerryExploreResult *res)
     const FerryMachinePolicy *p = &cfg->policy;
     printf("/* Replays the counterexample found by ferry explore: %s */\n", res->message);
     printf("static void replay_counterexample(void **state)\n{\n    (void)state;\n");
-    printf("    FerryExploreConfig cfg = {.slots = %u%s%s%s, .policy = {",
-           cfg->slots ? cfg->slots : 2, cfg->machine_type ? ", .machine_type = \"" : "",
+    printf("    FerryExploreConfig cfg = {.slots = %u, .cpu_slots = %u, .mem_slots = %u%s%s%s, "
+           ".policy = {",
+           cfg->slots ? cfg->slots : 2, cfg->cpu_slots, cfg->mem_slots,
+           cfg->machine_type ? ", .machine_type = \"" : "",
            cfg->machine_type ? cfg->machine_type : "", cfg->machine_type ? "\"" : "");
     printf("%s%s%s%s%s%s}};\n", p->events_load_append ? ".events_load_append = true, " : "",
            p->inmigrate_hotplug ? ".inmigrate_hotplug = true, " : "",
@@ -136,6 +145,8 @@ static int run(int argc, char **argv)
         {"progress", no_argument, NULL, 'P'},
         {"destinations", required_argument, NULL, 'v'},
         {"count-guest", no_argument, NULL, 'g'},
+        {"cpu-slots", required_argument, NULL, 'C'},
+        {"mem-slots", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -182,6 +193,14 @@ static int run(int argc, char **argv)
         case 'g':
             cfg.count_guest = true;
             break;
+        case 'C':
+            if (parse_u32("--cpu-slots", optarg, &cfg.cpu_slots) < 0)
+                return 2;
+            break;
+        case 'M':
+            if (parse_u32("--mem-slots", optarg, &cfg.mem_slots) < 0)
+                return 2;
+            break;
         case 'v':
             if (parse_destinations(optarg, &cfg.destinations) < 0)
                 return 2;
@@ -215,9 +234,10 @@ static int run(int argc, char **argv)
             return 1;
         }
     } else {
-        printf("ferry explore: %s, %u card slots, depth %u, policy %s, %s\n",
+        printf("ferry explore: %s, %u card + %u vCPU + %u memory slots, depth %u, policy %s, "
+               "%s\n",
                cfg.machine_type ? cfg.machine_type : "newest machine type",
-               cfg.slots ? cfg.slots : 2, cfg.depth ? cfg.depth : 8,
+               cfg.slots ? cfg.slots : 2, cfg.cpu_slots, cfg.mem_slots, cfg.depth ? cfg.depth : 8,
                ferry_explore_policy_format(&cfg.policy, pol, sizeof(pol)),
                cfg.search == FERRY_EXPLORE_DFS ? "dfs" : "bfs");
         fflush(stdout);

@@ -12,9 +12,9 @@
 #include <stdint.h>
 
 /* ---- JSON (schema_json.c) -------------------------------------------------------------------
- * A small DOM parser (used for Ferry schemas): the input buffer is decoded in place
- * (strings point into it), nodes live in an arena, and nesting depth is bounded so hostile
- * input cannot exhaust the stack. */
+ * A DOM for Ferry schemas over jsmn's tokens (libferry's src/stream/json-tokens.c, which QEMU
+ * dumps are loaded from directly): strings are decoded in place in the input buffer, nodes live
+ * in one array, nesting depth is bounded. */
 typedef enum FerryJsonType {
     FERRY_JSON_NULL,
     FERRY_JSON_FALSE,
@@ -41,61 +41,7 @@ struct FerryJson {
 
 typedef struct FerryJsonDoc FerryJsonDoc;
 
-/* The scanner under the DOM parser, also used by streaming loaders (schema_model.c reads QEMU
- * dumps straight into the model). `buf` has its NUL at `end` and FERRY_JSON_PADDING bytes. */
-typedef struct FerryJsonCursor {
-    char *buf, *p, *end;
-    FerryError *err;
-} FerryJsonCursor;
-
-/* Pretty-printed dumps are half indentation: runs of spaces are skipped a word at a time (the
- * padding after the NUL keeps the loads inside the buffer). */
-static inline char *ferry_json__skip_spaces(char *p)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (;;) {
-        uint64_t w;
-        __builtin_memcpy(&w, p, sizeof(w));
-        uint64_t x = w ^ 0x2020202020202020ull;
-        if (x)
-            return p + (__builtin_ctzll(x) >> 3);
-        p += 8;
-    }
-#else
-    while (*p == ' ')
-        p++;
-    return p;
-#endif
-}
-
-static inline void ferry_json_skip_ws(FerryJsonCursor *c)
-{
-    char *p = c->p;
-    for (;;) {
-        char ch = *p;
-        if (ch == ' ')
-            p = ferry_json__skip_spaces(p);
-        else if (ch == '\n' || ch == '\t' || ch == '\r')
-            p++;
-        else
-            break;
-    }
-    c->p = p;
-}
-
-/* Record "line L, column C: what" at the cursor; returns -EINVAL. */
-int ferry_json_cursor_fail(FerryJsonCursor *c, const char *what);
-/* At an opening quote: decode in place, NUL-terminate, point *out into the buffer. */
-int ferry_json_cursor_string(FerryJsonCursor *c, const char **out, uint32_t *len);
-/* Without writing: the raw length of the string at the cursor (its opening quote) and whether it
- * has escapes, so a caller can copy it (no escapes: the raw bytes are the text) or decode it
- * elsewhere with ferry_json_cursor_string_to (`dst`: raw length + 1 bytes). */
-int ferry_json_cursor_span(FerryJsonCursor *c, size_t *raw_len, bool *escaped);
-int ferry_json_cursor_string_to(FerryJsonCursor *c, char *dst, const char **out, uint32_t *len);
-/* At a number: fills v (FERRY_JSON_INT, or FERRY_JSON_REAL when fractional or too large). */
-int ferry_json_cursor_number(FerryJsonCursor *c, FerryJson *v);
-#define FERRY_JSON_MAX_DEPTH 128
-/* Bytes a parse buffer needs after its `len` bytes of text (word-at-a-time scanning). */
+/* Input buffers carry this many zero bytes after their text (a NUL for the format sniffing). */
 #define FERRY_JSON_PADDING 16
 
 /* Parse `len` bytes; takes ownership of `buf` (malloc'd, len + FERRY_JSON_PADDING bytes,

@@ -1,5 +1,6 @@
 /* Builds the checker's model (sections -> descriptions -> fields/subsections) from a QEMU
  * -dump-vmstate file or a Ferry schema file, so one rule engine serves both formats. */
+#include "../stream/json-tokens-int.h"
 #include "ferry/state/schema.h"
 #include "schema_check.h"
 
@@ -231,243 +232,85 @@ uint64_t ferry_schema_desc_shape(const FerrySchemaDesc *d)
     return h;
 }
 
-/* ---- QEMU -dump-vmstate, read in one pass straight into the model (no DOM: these files are
- * ~800 KB, and the checker's speed is mostly this loop) ---- */
+/* ---- QEMU -dump-vmstate, read straight from jsmn's tokens into the model (no DOM: these files
+ * are ~800 KB, and the checker's speed is mostly this walk) ---- */
 typedef struct QLoad {
     Loader *ld;
-    FerryJsonCursor c; /* never writes: the input may be a read-only mapping of the file */
-    char keybuf[256];  /* the current member name (short-lived) */
+    FerryJtok j; /* over the input, which is never written: it may be a read-only mapping */
 } QLoad;
 
-/* What the value at the cursor is, for "expected X, got Y" (numbers are scanned). */
-static const char *q_peek_type(QLoad *q)
+/* What the value at token i is, for "expected X, got Y". */
+static const char *q_type_name(const QLoad *q, uint32_t i)
 {
-    switch (*q->c.p) {
-    case '"':
-        return "a string";
-    case '{':
-        return "an object";
-    case '[':
-        return "an array";
-    case 't':
-        return "true";
-    case 'f':
-        return "false";
-    case 'n':
-        return "null";
-    default: {
-        FerryJson v;
-        char *save = q->c.p;
-        FerryError *e = q->c.err;
-        q->c.err = NULL;
-        int rc = ferry_json_cursor_number(&q->c, &v);
-        q->c.err = e;
-        q->c.p = save;
-        return rc < 0 ? "invalid JSON" : v.type == FERRY_JSON_INT ? "an integer" : "a real";
-    }
-    }
+    static const char *const names[] = {"null",   "false",    "true",     "an integer",
+                                        "a real", "a string", "an array", "an object"};
+    return names[ferry_jtok_kind(&q->j, i, NULL, NULL)];
 }
 
-static int q_syntax(QLoad *q, const char *what)
+/* String token i, NUL-terminated, copied into the model arena. */
+static int q_copy_string(QLoad *q, uint32_t i, const char **out)
 {
-    int rc = ferry_json_cursor_fail(&q->c, what);
-    ferry_error_prefix(q->ld->err, "%s: ", q->ld->doc->name);
-    return rc;
-}
-
-/* The string at the cursor, NUL-terminated in `dst` (cap bytes) or, when longer, in the model
- * arena. One scan; escapes (rare in dumps) take a second, decoding pass. */
-static int q_copy_string(QLoad *q, char *dst, size_t cap, const char **out, size_t *len);
-
-/* The scanner already said where and what: add the file name. */
-static int q_lexfail(QLoad *q, int rc)
-{
-    ferry_error_prefix(q->ld->err, "%s: ", q->ld->doc->name);
-    return rc;
-}
-
-static int q_copy_string(QLoad *q, char *dst, size_t cap, const char **out, size_t *len)
-{
-    size_t raw;
-    bool esc;
-    uint32_t dlen;
-    int rc = ferry_json_cursor_span(&q->c, &raw, &esc);
-    if (rc < 0)
-        return q_lexfail(q, rc);
-    if (raw >= cap && !(dst = model_alloc_raw(q->ld->doc, raw + 1)))
+    char *dst = model_alloc_raw(q->ld->doc, ferry_jtok_raw_len(&q->j, i) + 1);
+    if (!dst)
         return ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
-    if (!esc) {
-        memcpy(dst, q->c.p + 1, raw);
-        dst[raw] = '\0';
-        q->c.p += raw + 2;
-        *out = dst;
-        *len = raw;
-        return 0;
-    }
-    if ((rc = ferry_json_cursor_string_to(&q->c, dst, out, &dlen)) < 0)
-        return q_lexfail(q, rc);
-    *len = dlen;
+    ferry_jtok_unescape(&q->j, i, dst);
+    *out = dst;
     return 0;
 }
 
-/* Opens an object: expects '{'. */
-static int q_open(QLoad *q, const PathFrame *at, const char *what)
+static bool q_is(const QLoad *q, uint32_t i, FerryJtokKind kind)
 {
-    ferry_json_skip_ws(&q->c);
-    if (*q->c.p != '{')
-        return *q->c.p == '\0' && q->c.p >= q->c.end
-                   ? q_syntax(q, "unexpected end of input")
-                   : bad(q->ld, at, "expected %s, got %s", what, q_peek_type(q));
-    q->c.p++;
-    return 0;
+    return q->j.t[i].type == (kind == FERRY_JTOK_OBJECT  ? JSMN_OBJECT
+                              : kind == FERRY_JTOK_ARRAY ? JSMN_ARRAY
+                                                         : JSMN_STRING);
 }
 
-/* Next member of an open object: 1 with *key set, 0 at '}', negative on error. */
-static int q_key(QLoad *q, bool *first, const char **key, size_t *klen)
-{
-    ferry_json_skip_ws(&q->c);
-    if (*q->c.p == '}') {
-        q->c.p++;
-        return 0;
-    }
-    if (!*first) {
-        if (*q->c.p != ',')
-            return q_syntax(q, "expected ',' or '}'");
-        q->c.p++;
-        ferry_json_skip_ws(&q->c);
-    }
-    *first = false;
-    if (*q->c.p != '"')
-        return q_syntax(q, "expected a string (object key)");
-    int rc = q_copy_string(q, q->keybuf, sizeof(q->keybuf), key, klen);
-    if (rc < 0)
-        return rc;
-    ferry_json_skip_ws(&q->c);
-    if (*q->c.p != ':')
-        return q_syntax(q, "expected ':' after an object key");
-    q->c.p++;
-    ferry_json_skip_ws(&q->c);
-    return 1;
-}
-
-/* Next item of an open array: 1 at an item, 0 at ']', negative on error. */
-static int q_item(QLoad *q, bool *first)
-{
-    ferry_json_skip_ws(&q->c);
-    if (*q->c.p == ']') {
-        q->c.p++;
-        return 0;
-    }
-    if (!*first) {
-        if (*q->c.p != ',')
-            return q_syntax(q, "expected ',' or ']'");
-        q->c.p++;
-        ferry_json_skip_ws(&q->c);
-    }
-    *first = false;
-    return 1;
-}
-
-static int q_skip(QLoad *q, unsigned depth)
-{
-    if (depth > FERRY_JSON_MAX_DEPTH)
-        return q_syntax(q, "nesting too deep");
-    char ch = *q->c.p;
-    int rc;
-    bool first = true;
-    const char *k;
-    FerryJson v;
-    size_t raw, kl;
-    bool esc;
-    switch (ch) {
-    case '{':
-        q->c.p++;
-        while ((rc = q_key(q, &first, &k, &kl)) > 0)
-            if ((rc = q_skip(q, depth + 1)) < 0)
-                return rc;
-        return rc;
-    case '[':
-        q->c.p++;
-        while ((rc = q_item(q, &first)) > 0)
-            if ((rc = q_skip(q, depth + 1)) < 0)
-                return rc;
-        return rc;
-    case '"':
-        if ((rc = ferry_json_cursor_span(&q->c, &raw, &esc)) < 0)
-            return q_lexfail(q, rc);
-        q->c.p += raw + 2;
-        return 0;
-    case 't':
-    case 'n':
-    case 'f': {
-        const char *word = ch == 't' ? "true" : ch == 'n' ? "null" : "false";
-        size_t wl = strlen(word);
-        if ((size_t)(q->c.end - q->c.p) >= wl && !memcmp(q->c.p, word, wl)) {
-            q->c.p += wl;
-            return 0;
-        }
-        return q_syntax(q, "unexpected character");
-    }
-    default:
-        if (ch == '-' || (ch >= '0' && ch <= '9'))
-            return (rc = ferry_json_cursor_number(&q->c, &v)) < 0 ? q_lexfail(q, rc) : 0;
-        return q_syntax(q, q->c.p >= q->c.end ? "unexpected end of input" : "unexpected character");
-    }
-}
-
-static int q_uint(QLoad *q, const PathFrame *at, const char *key, uint64_t max, uint64_t *out)
+static int q_uint(QLoad *q, const PathFrame *at, const char *key, uint32_t i, uint64_t max,
+                  uint64_t *out)
 {
     PathFrame here = {at, key, 0};
-    char ch = *q->c.p;
-    FerryJson v;
-    if (!(ch == '-' || (ch >= '0' && ch <= '9')))
-        return bad(q->ld, &here, "expected an integer, got %s", q_peek_type(q));
-    int rc = ferry_json_cursor_number(&q->c, &v);
-    if (rc < 0)
-        return q_lexfail(q, rc);
-    if (v.type != FERRY_JSON_INT)
-        return bad(q->ld, &here, "expected an integer, got a real");
-    if (v.u.i < 0 || (uint64_t)v.u.i > max)
-        return bad(q->ld, &here, "integer %lld out of range 0..%llu", (long long)v.u.i,
+    int64_t v;
+    FerryJtokKind k = ferry_jtok_kind(&q->j, i, &v, NULL);
+    if (k != FERRY_JTOK_INT)
+        return bad(q->ld, &here, "expected an integer, got %s", q_type_name(q, i));
+    if (v < 0 || (uint64_t)v > max)
+        return bad(q->ld, &here, "integer %lld out of range 0..%llu", (long long)v,
                    (unsigned long long)max);
-    *out = (uint64_t)v.u.i;
+    *out = (uint64_t)v;
     return 0;
 }
 
-static int q_u32(QLoad *q, const PathFrame *at, const char *key, uint32_t *out)
+static int q_u32(QLoad *q, const PathFrame *at, const char *key, uint32_t i, uint32_t *out)
 {
     uint64_t v = 0;
-    int rc = q_uint(q, at, key, UINT32_MAX, &v);
+    int rc = q_uint(q, at, key, i, UINT32_MAX, &v);
     *out = (uint32_t)v;
     return rc;
 }
 
-static int q_string(QLoad *q, const PathFrame *at, const char *key, const char **out)
+static int q_string(QLoad *q, const PathFrame *at, const char *key, uint32_t i, const char **out)
 {
     PathFrame here = {at, key, 0};
-    size_t len;
-    if (*q->c.p != '"')
-        return bad(q->ld, &here, "expected a string, got %s", q_peek_type(q));
-    return q_copy_string(q, NULL, 0, out, &len);
+    if (!q_is(q, i, FERRY_JTOK_STRING))
+        return bad(q->ld, &here, "expected a string, got %s", q_type_name(q, i));
+    return q_copy_string(q, i, out);
 }
 
-static int q_bool(QLoad *q, const PathFrame *at, const char *key, bool *out)
+static int q_bool(QLoad *q, const PathFrame *at, const char *key, uint32_t i, bool *out)
 {
     PathFrame here = {at, key, 0};
-    if (q->c.end - q->c.p >= 4 && !memcmp(q->c.p, "true", 4)) {
-        q->c.p += 4;
-        *out = true;
-        return 0;
-    }
-    if (q->c.end - q->c.p >= 5 && !memcmp(q->c.p, "false", 5)) {
-        q->c.p += 5;
-        *out = false;
-        return 0;
-    }
-    return bad(q->ld, &here, "expected true or false, got %s", q_peek_type(q));
+    FerryJtokKind k = ferry_jtok_kind(&q->j, i, NULL, NULL);
+    if (k != FERRY_JTOK_TRUE && k != FERRY_JTOK_FALSE)
+        return bad(q->ld, &here, "expected true or false, got %s", q_type_name(q, i));
+    *out = k == FERRY_JTOK_TRUE;
+    return 0;
 }
 
-#define KEY_IS(lit) (klen == sizeof(lit) - 1 && !memcmp(key, lit, sizeof(lit) - 1))
+/* Members of object token `o`: `key` is each key's token, its value is key + 1. */
+#define FOR_MEMBERS(q, o, key)                                                                     \
+    for (uint32_t key = (o) + 1, key##_n = 0; key##_n < (uint32_t)(q)->j.t[o].size;                \
+         key##_n++, key = (q)->j.next[key])
+#define KEY_IS(lit) ferry_jtok_eq(&q->j, key, lit, sizeof(lit) - 1)
 
 /* A growable array on the C stack first (most descriptions have a handful of fields). */
 typedef struct Grow {
@@ -511,42 +354,39 @@ static void *grow_finish(QLoad *q, Grow *g)
     return out;
 }
 
-static int q_desc(QLoad *q, const PathFrame *at, unsigned depth, const FerrySchemaDesc **out);
+static int q_desc(QLoad *q, const PathFrame *at, uint32_t i, unsigned depth,
+                  const FerrySchemaDesc **out);
 
-static int q_field(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaField *f)
+static int q_field(QLoad *q, const PathFrame *at, uint32_t o, unsigned depth, FerrySchemaField *f)
 {
-    int rc;
-    bool first = true, has_name = false, has_version = false, has_size = false;
-    const char *key;
-    size_t klen;
-    if ((rc = q_open(q, at, "a field object")) < 0)
-        return rc;
-    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+    int rc = 0;
+    bool has_name = false, has_version = false, has_size = false;
+    if (!q_is(q, o, FERRY_JTOK_OBJECT))
+        return bad(q->ld, at, "expected a field object, got %s", q_type_name(q, o));
+    FOR_MEMBERS(q, o, key)
+    {
+        uint32_t v = key + 1;
         if (KEY_IS("field")) {
-            rc = q_string(q, at, key, &f->name);
+            rc = q_string(q, at, "field", v, &f->name);
             has_name = true;
         } else if (KEY_IS("version_id")) {
-            rc = q_u32(q, at, key, &f->since);
+            rc = q_u32(q, at, "version_id", v, &f->since);
             has_version = true;
         } else if (KEY_IS("field_exists")) {
-            rc = q_bool(q, at, key, &f->exists);
+            rc = q_bool(q, at, "field_exists", v, &f->exists);
         } else if (KEY_IS("size")) {
-            rc = q_uint(q, at, key, UINT64_MAX >> 1, &f->size);
+            rc = q_uint(q, at, "size", v, UINT64_MAX >> 1, &f->size);
             has_size = true;
         } else if (KEY_IS("num")) { /* QEMU >= 8.1 */
-            rc = q_uint(q, at, key, UINT32_MAX, &f->count);
+            rc = q_uint(q, at, "num", v, UINT32_MAX, &f->count);
             f->count_known = true;
         } else if (KEY_IS("Description")) {
             PathFrame here = {at, "Description", 0};
-            rc = q_desc(q, &here, depth + 1, &f->desc);
-        } else {
-            rc = q_skip(q, depth);
+            rc = q_desc(q, &here, v, depth + 1, &f->desc);
         }
         if (rc < 0)
             return rc;
     }
-    if (rc < 0)
-        return rc;
     if (!has_name || !has_version || !has_size)
         return bad(q->ld, at, "missing member \"%s\"",
                    !has_name      ? "field"
@@ -555,24 +395,23 @@ static int q_field(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaFie
     return 0;
 }
 
-static int q_fields(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaDesc *d)
+static int q_fields(QLoad *q, const PathFrame *at, uint32_t a, unsigned depth, FerrySchemaDesc *d)
 {
     FerrySchemaField inl[16];
     Grow g = {.v = inl, .cap = 16, .elem = sizeof(FerrySchemaField)};
     PathFrame fa = {at, "Fields", 0};
-    bool first = true;
-    int rc;
-    if (*q->c.p != '[')
-        return bad(q->ld, &fa, "expected an array, got %s", q_peek_type(q));
-    q->c.p++;
-    while ((rc = q_item(q, &first)) > 0) {
+    int rc = 0;
+    if (!q_is(q, a, FERRY_JTOK_ARRAY))
+        return bad(q->ld, &fa, "expected an array, got %s", q_type_name(q, a));
+    uint32_t it = a + 1;
+    for (int c = 0; c < q->j.t[a].size; c++, it = q->j.next[it]) {
         PathFrame fi = {&fa, NULL, g.n};
         FerrySchemaField *f = grow_next(&g);
         if (!f) {
             rc = ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
             break;
         }
-        if ((rc = q_field(q, &fi, depth, f)) < 0)
+        if ((rc = q_field(q, &fi, it, depth, f)) < 0)
             break;
     }
     if (rc == 0) {
@@ -585,24 +424,24 @@ static int q_fields(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaDe
     return rc;
 }
 
-static int q_subsections(QLoad *q, const PathFrame *at, unsigned depth, FerrySchemaDesc *d)
+static int q_subsections(QLoad *q, const PathFrame *at, uint32_t a, unsigned depth,
+                         FerrySchemaDesc *d)
 {
     FerrySchemaSubsection inl[8];
     Grow g = {.v = inl, .cap = 8, .elem = sizeof(FerrySchemaSubsection)};
     PathFrame sa = {at, "Subsections", 0};
-    bool first = true;
-    int rc;
-    if (*q->c.p != '[')
-        return bad(q->ld, &sa, "expected an array, got %s", q_peek_type(q));
-    q->c.p++;
-    while ((rc = q_item(q, &first)) > 0) {
+    int rc = 0;
+    if (!q_is(q, a, FERRY_JTOK_ARRAY))
+        return bad(q->ld, &sa, "expected an array, got %s", q_type_name(q, a));
+    uint32_t it = a + 1;
+    for (int c = 0; c < q->j.t[a].size; c++, it = q->j.next[it]) {
         PathFrame si = {&sa, NULL, g.n};
         FerrySchemaSubsection *s = grow_next(&g);
         if (!s) {
             rc = ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
             break;
         }
-        if ((rc = q_desc(q, &si, depth + 1, &s->desc)) < 0)
+        if ((rc = q_desc(q, &si, it, depth + 1, &s->desc)) < 0)
             break;
     }
     if (rc == 0) {
@@ -615,114 +454,102 @@ static int q_subsections(QLoad *q, const PathFrame *at, unsigned depth, FerrySch
     return rc;
 }
 
-static int q_desc(QLoad *q, const PathFrame *at, unsigned depth, const FerrySchemaDesc **out)
+static int q_desc(QLoad *q, const PathFrame *at, uint32_t o, unsigned depth,
+                  const FerrySchemaDesc **out)
 {
-    int rc;
-    bool first = true, has_name = false, has_version = false;
-    const char *key;
-    size_t klen;
+    int rc = 0;
+    bool has_name = false, has_version = false;
     if (depth > 32)
         return bad(q->ld, at, "descriptions nested too deeply");
     FerrySchemaDesc *d = model_alloc(q->ld->doc, sizeof(*d));
     if (!d)
         return ferry_error_set(q->ld->err, -ENOMEM, "out of memory");
-    if ((rc = q_open(q, at, "a description object")) < 0)
-        return rc;
-    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+    if (!q_is(q, o, FERRY_JTOK_OBJECT))
+        return bad(q->ld, at, "expected a description object, got %s", q_type_name(q, o));
+    FOR_MEMBERS(q, o, key)
+    {
+        uint32_t v = key + 1;
         if (KEY_IS("name")) {
-            rc = q_string(q, at, key, &d->name);
+            rc = q_string(q, at, "name", v, &d->name);
             has_name = true;
         } else if (KEY_IS("version_id")) {
-            rc = q_u32(q, at, key, &d->version);
+            rc = q_u32(q, at, "version_id", v, &d->version);
             has_version = true;
         } else if (KEY_IS("minimum_version_id")) {
-            rc = q_u32(q, at, key, &d->min_version);
+            rc = q_u32(q, at, "minimum_version_id", v, &d->min_version);
             d->has_min_version = true;
         } else if (KEY_IS("Fields")) {
-            rc = q_fields(q, at, depth, d);
+            rc = q_fields(q, at, v, depth, d);
             d->has_fields = true;
         } else if (KEY_IS("Subsections")) {
-            rc = q_subsections(q, at, depth, d);
+            rc = q_subsections(q, at, v, depth, d);
             d->has_subsections = true;
-        } else {
-            rc = q_skip(q, depth);
         }
         if (rc < 0)
             return rc;
     }
-    if (rc < 0)
-        return rc;
     if (!has_name || !has_version)
         return bad(q->ld, at, "missing member \"%s\"", !has_name ? "name" : "version_id");
     *out = d;
     return 0;
 }
 
-static int q_section(QLoad *q, const PathFrame *at, FerrySchemaSection *s)
+static int q_section(QLoad *q, const PathFrame *at, uint32_t o, FerrySchemaSection *s)
 {
-    int rc;
-    bool first = true;
-    const char *key, *qname;
-    size_t klen;
-    if ((rc = q_open(q, at, "an object")) < 0)
-        return rc;
-    while ((rc = q_key(q, &first, &key, &klen)) > 0) {
+    int rc = 0;
+    const char *qname;
+    if (!q_is(q, o, FERRY_JTOK_OBJECT))
+        return bad(q->ld, at, "expected an object, got %s", q_type_name(q, o));
+    FOR_MEMBERS(q, o, key)
+    {
+        uint32_t v = key + 1;
         if (KEY_IS("Name")) {
-            rc = q_string(q, at, key, &qname);
+            rc = q_string(q, at, "Name", v, &qname);
             s->has_name = true;
         } else if (KEY_IS("version_id")) {
-            rc = q_u32(q, at, key, &s->version);
+            rc = q_u32(q, at, "version_id", v, &s->version);
             s->has_version = true;
         } else if (KEY_IS("minimum_version_id")) {
-            rc = q_u32(q, at, key, &s->min_version);
+            rc = q_u32(q, at, "minimum_version_id", v, &s->min_version);
             s->has_min_version = true;
         } else if (KEY_IS("Description")) {
             PathFrame here = {at, "Description", 0};
-            rc = q_desc(q, &here, 0, &s->desc);
-        } else {
-            rc = q_skip(q, 0);
+            rc = q_desc(q, &here, v, 0, &s->desc);
         }
         if (rc < 0)
             return rc;
     }
-    return rc;
+    return 0;
 }
 
-static int load_qemu(Loader *ld, char *buf, size_t len)
+static int load_qemu_tokens(QLoad *q)
 {
+    Loader *ld = q->ld;
     FerrySchemaDoc *doc = ld->doc;
-    QLoad q = {.ld = ld, .c = {.buf = buf, .p = buf, .end = buf + len, .err = ld->err}};
-    size_t cap = 256, klen;
-    bool first = true;
-    const char *key;
+    size_t cap = 256;
     int rc;
     doc->format = FERRY_SCHEMA_FORMAT_QEMU;
+    if (!q_is(q, 0, FERRY_JTOK_OBJECT))
+        return bad(ld, NULL,
+                   "expected an object (a QEMU -dump-vmstate dump or a Ferry schema), got %s",
+                   q_type_name(q, 0));
     if (!(doc->sections = calloc(cap, sizeof(*doc->sections))))
         return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-    if ((rc = q_open(&q, NULL, "an object (a QEMU -dump-vmstate dump or a Ferry schema)")) < 0)
-        return rc;
-    while ((rc = q_key(&q, &first, &key, &klen)) > 0) {
-        size_t kl = klen;
-        char *name = model_alloc_raw(doc, kl + 1); /* the section name outlives the key buffer */
-        if (!name)
-            return ferry_error_set(ld->err, -ENOMEM, "out of memory");
-        key = memcpy(name, key, kl + 1);
-        PathFrame at = {NULL, key, 0};
+    FOR_MEMBERS(q, 0, key)
+    {
+        const char *name;
+        if ((rc = q_copy_string(q, key, &name)) < 0)
+            return rc;
+        PathFrame at = {NULL, name, 0};
         if (KEY_IS("vmschkmachine")) {
-            bool f2 = true;
-            const char *k2;
-            size_t klen2;
-            if ((rc = q_open(&q, &at, "an object")) < 0)
-                return rc;
-            while ((rc = q_key(&q, &f2, &k2, &klen2)) > 0) {
-                rc = !strcmp(k2, "Name") ? q_string(&q, &at, k2, &doc->machine) : q_skip(&q, 1);
-                if (rc < 0)
-                    return rc;
-            }
-            if (rc < 0)
-                return rc;
-            if (!doc->machine)
+            uint32_t o = key + 1;
+            if (!q_is(q, o, FERRY_JTOK_OBJECT))
+                return bad(ld, &at, "expected an object, got %s", q_type_name(q, o));
+            uint32_t nm = ferry_jtok_get(&q->j, o, "Name");
+            if (nm == FERRY_JTOK_NONE)
                 return bad(ld, &at, "missing member \"Name\"");
+            if ((rc = q_string(q, &at, "Name", nm, &doc->machine)) < 0)
+                return rc;
             continue;
         }
         if (doc->nsections == cap) {
@@ -734,17 +561,33 @@ static int load_qemu(Loader *ld, char *buf, size_t len)
             cap *= 2;
         }
         FerrySchemaSection *s = &doc->sections[doc->nsections];
-        s->name = key;
-        if ((rc = q_section(&q, &at, s)) < 0)
+        s->name = name;
+        if ((rc = q_section(q, &at, key + 1, s)) < 0)
             return rc;
         doc->nsections++;
     }
-    if (rc < 0)
-        return rc;
-    ferry_json_skip_ws(&q.c);
-    if (q.c.p != q.c.end)
-        return q_syntax(&q, "unexpected data after the JSON value");
     return 0;
+}
+
+/* Tokenises the whole input first: a syntax error anywhere is reported with its line and column
+ * before any member is read. */
+static int load_qemu(Loader *ld, const char *buf, size_t len)
+{
+    QLoad q = {.ld = ld};
+    size_t pos, line, col;
+    const char *msg;
+    int rc = ferry_jtok_parse(&q.j, buf, len, &pos, &msg);
+    if (rc == -EINVAL) {
+        ferry_jtok_line_col(buf, len, pos, &line, &col);
+        ferry_error_set(ld->err, rc, "%s: line %zu, column %zu: %s", ld->doc->name, line, col, msg);
+    } else if (rc < 0) {
+        ferry_error_set(ld->err, rc, "%s: %s", ld->doc->name,
+                        rc == -ENOMEM ? "out of memory" : "input too large");
+    } else {
+        rc = load_qemu_tokens(&q);
+    }
+    ferry_jtok_free(&q.j);
+    return rc;
 }
 
 /* ---- Ferry schema JSON ---- */
@@ -1029,16 +872,16 @@ FerrySchemaDoc *ferry_schema_doc_load_input(const char *name, FerrySchemaInput *
     size_t len = in->len;
     /* Ferry schemas open with "format" (schema-format.md's fixed key order); anything else is
      * read as a QEMU dump, streamed into the model without writing to the input. */
-    FerryJsonCursor peek = {.buf = buf, .p = buf, .end = buf + len};
-    ferry_json_skip_ws(&peek);
+    const char *p = buf, *end = buf + len;
+    p += strspn(p, " \t\r\n"); /* the buffer has its NUL after `len` bytes */
     bool ferry = false;
-    if (*peek.p == '{') {
-        peek.p++;
-        ferry_json_skip_ws(&peek);
+    if (p < end && *p == '{') {
+        p++;
+        p += strspn(p, " \t\r\n");
         for (const char *const *k = (const char *const[]){"\"format\"", "\"format_version\"",
                                                           "\"machine\"", "\"sections\"", NULL};
              *k && !ferry; k++)
-            ferry = (size_t)(peek.end - peek.p) >= strlen(*k) && !memcmp(peek.p, *k, strlen(*k));
+            ferry = (size_t)(end - p) >= strlen(*k) && !memcmp(p, *k, strlen(*k));
     }
     if (!ferry) {
         int rc = load_qemu(&ld, buf, len);

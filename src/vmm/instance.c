@@ -43,7 +43,6 @@ struct FerryInstance {
     MemSlot mem[MAX_SLOTS];
     uint32_t ncpu, nmem;
     FerryVmState *vm_pristine; /* irqchip state at creation, restored by reset */
-    bool migration_active;
     bool autostart;
     FerryInstanceListener listener;
     void *listener_opaque;
@@ -203,11 +202,21 @@ static unsigned apply_locked(FerryInstance *in, FerryVcpu **stop)
     for (uint32_t s = 0; s < in->nmem; s++) {
         MemSlot *ms = &in->mem[s];
         FerryConnectorInfo ci;
-        if (!ms->mapped || in->migration_active ||
-            ferry_machine_connector_find(m, FERRY_CONN_INDEX(FERRY_CONN_MEM, s), &ci) < 0 ||
-            ci.device_id)
+        if (ferry_machine_connector_find(m, FERRY_CONN_INDEX(FERRY_CONN_MEM, s), &ci) < 0)
             continue;
         FerryError err = {0};
+        if (ci.device_id && !ms->mapped) {
+            /* A block the machine got without ferry_instance_device_add (a loaded stream):
+             * its RAM must exist before the guest runs again. */
+            if (ferry_vm_ram_add(in->vm, ferry_instance_mem_block_gpa(in, s), FERRY_MEM_BLOCK_SIZE,
+                                 &ms->memslot, &err) < 0)
+                notify_error(in, err.msg);
+            else
+                ms->mapped = true;
+            continue;
+        }
+        if (!ms->mapped || ferry_machine_migration_active(m) || ci.device_id)
+            continue;
         if (ferry_vm_ram_remove(in->vm, ms->memslot, &err) < 0)
             notify_error(in, err.msg);
         ms->mapped = false;
@@ -546,6 +555,11 @@ int ferry_instance_stop(FerryInstance *in, FerryError *err)
     pthread_mutex_lock(&in->ops);
     FerryRunState s = ferry_instance_runstate(in);
     int r = run_event(in, FERRY_RUN_EV_STOP, err);
+    if (r == 0 && s == FERRY_RUN_INMIGRATE) {
+        pthread_mutex_lock(&in->lock);
+        in->autostart = false; /* QEMU: stop while incoming cancels an earlier cont */
+        pthread_mutex_unlock(&in->lock);
+    }
     if (r == 0 && s == FERRY_RUN_RUNNING) {
         ferry_vcpus_pause(in->vcpus);
         FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_STOP};
@@ -703,7 +717,8 @@ int ferry_instance_device_add(FerryInstance *in, const char *driver, const char 
     FerryVcpu *stop[MAX_SLOTS];
     pthread_mutex_lock(&in->lock);
     int slot = -1, r = 0;
-    bool mem = driver && !strcmp(driver, "mem-block") && !in->migration_active;
+    bool mem =
+        driver && !strcmp(driver, "mem-block") && !ferry_machine_migration_active(in->machine);
     if (mem)
         r = mem_prepare(in, id, params, nparams, &slot, err);
     if (r == 0)
@@ -784,7 +799,6 @@ void ferry_instance_set_migration_active(FerryInstance *in, bool active)
 {
     FerryVcpu *stop[MAX_SLOTS];
     pthread_mutex_lock(&in->lock);
-    in->migration_active = active;
     ferry_machine_set_migration_active(in->machine, active);
     unsigned n = apply_locked(in, stop); /* deferred memslot removals happen now */
     unlock_and_stop(in, stop, n);
@@ -847,6 +861,33 @@ int ferry_instance_incoming_done(FerryInstance *in, bool run, FerryError *err)
         FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_RESUME};
         notify(in, &info);
     }
+    pthread_mutex_unlock(&in->ops);
+    return r;
+}
+
+void ferry_instance_migration_stop(FerryInstance *in)
+{
+    ferry_vcpus_pause(in->vcpus);
+    if (ferry_instance_runstate(in) == FERRY_RUN_RUNNING) {
+        FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_STOP};
+        notify(in, &info);
+    }
+}
+
+void ferry_instance_migration_resume(FerryInstance *in)
+{
+    if (ferry_instance_runstate(in) != FERRY_RUN_RUNNING)
+        return;
+    ferry_vcpus_resume(in->vcpus);
+    FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_RESUME};
+    notify(in, &info);
+}
+
+int ferry_instance_outgoing_done(FerryInstance *in, FerryError *err)
+{
+    pthread_mutex_lock(&in->ops);
+    ferry_vcpus_pause(in->vcpus);
+    int r = run_event(in, FERRY_RUN_EV_OUTGOING_DONE, err);
     pthread_mutex_unlock(&in->ops);
     return r;
 }

@@ -542,6 +542,8 @@ static int run_vm(const RunOptions *o, FerryError *err)
     ic.image = image ? image : ferry_fw_image;
     ic.image_len = image ? image_len : ferry_fw_image_len;
 
+    /* A reader of --serial stdio that goes away must not kill the VM: writes just fail. */
+    signal(SIGPIPE, SIG_IGN);
     /* SIGINT/SIGTERM are taken through a signalfd; block them before any thread exists so
      * every thread inherits the mask and the signal reaches this loop. */
     sigset_t mask, old;

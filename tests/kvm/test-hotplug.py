@@ -2,7 +2,7 @@
 """End to end on KVM: `ferry run` with the built-in firmware, driven over QMP, observed through
 the guest's serial lines (docs/firmware.md). Hotplug and unplug of vCPUs and memory blocks,
 replug, hotplug before readiness (S7) and across a reset (S8), the dirty workload, a boot
-sector, and QMP robustness against the real process.
+sector, --incoming (inmigrate, S2 coldplug), and QMP robustness against the real process.
 usage: test-hotplug.py FERRY GUEST_DIR [CASE...]"""
 import os
 import sys
@@ -36,6 +36,8 @@ def case_boot(d):
     check(lines(text, "ONLINE cpu 1"), "boot AP 1 online before READY: %r" % text)
     st = vm.execute("query-status")
     check(st == {"running": True, "singlestep": False, "status": "running"}, "status %s" % st)
+    mode = os.stat(vm.qmp_path).st_mode & 0o777
+    check(mode == 0o600, "QMP socket mode %o, want 600" % mode)
     cpus = vm.execute("query-hotpluggable-cpus")
     check([c["props"]["slot"] for c in cpus] == [1, 0], "cpu slots listed: %s" % cpus)
     check(all("qom-path" in c for c in cpus), "both boot cpus present: %s" % cpus)
@@ -85,7 +87,9 @@ def case_hotplug(d):
     vm.wait_event("STOP")
     vm.execute("device_del", id="cpu2")
     r = vm.command("device_del", id="cpu2")
-    check(r.get("error", {}).get("class") == "GenericError", "repeated device_del: %s" % r)
+    check(r.get("error") == {"class": "GenericError",
+                             "desc": "Device cpu2 is already in the process of unplug"},
+          "repeated device_del: %s" % r)
     r = vm.command("device_del", id="nosuch")
     check(r.get("error", {}).get("class") == "DeviceNotFound", "unknown id: %s" % r)
     r = vm.command("device_del", id="cpu0")
@@ -123,10 +127,17 @@ def case_s7_before_ready(d):
 def case_s8_reset(d):
     vm = FerryVm(ferry, d, *HP)
     vm.wait_serial("^READY$")
+    vm.execute("device_add", driver="mem-block", id="mem0", slot=0)
+    vm.wait_serial("^ONLINE mem 0$")
     vm.execute("stop")
     vm.wait_event("STOP")
     vm.execute("device_add", driver="cpu", id="cpu3", slot=3)
+    vm.execute("device_del", id="mem0")  # pending: the stopped guest cannot release it
+    check(len(vm.execute("query-memory-devices")) == 1, "mem0 still there while pending")
     vm.execute("system_reset")
+    ev = vm.wait_event("DEVICE_DELETED")
+    check(ev["data"]["device"] == "mem0", "reset completes the pending unplug: %s" % ev)
+    check(vm.execute("query-memory-devices") == [], "mem0 gone after reset")
     ev = vm.wait_event("RESET")
     check(ev["data"] == {"guest": False, "reason": "host-qmp-system-reset"}, "RESET %s" % ev)
     st = vm.execute("query-status")
@@ -137,6 +148,7 @@ def case_s8_reset(d):
     after = text[text.rindex("BOOT "):]
     check("PLUGGED cpu 3" not in text, "S8: no stale event, present as coldplugged: %r" % text)
     check("ONLINE cpu 3" in after, "cpu3 online after the reboot: %r" % after)
+    check("mem 0" not in after, "released block not used after the reboot: %r" % after)
     # A reset of a running VM keeps it running; the hotplugged AP comes back after READY.
     vm.execute("system_reset")
     vm.wait_event("RESET")
@@ -230,6 +242,12 @@ def case_qmp_robustness(d):
     check(not vm.execute("query-memory-devices"), "no stray device from refused device_add")
     r = vm.command("cont")
     check("return" in r, "cont while running is a no-op: %s" % r)
+    # A client that vanishes mid-command, then a new one: the process and the VM carry on.
+    vm.send_raw(b'{"execute": "query-hotpluggable-cpus"}\n{"execute": "query-sta')
+    vm.sock.close()
+    vm.buf = b""
+    vm._connect()
+    check(vm.execute("query-status")["status"] == "running", "new client after a cut one")
     rc, out, err = vm.quit()
     check(rc == 0 and "SHUTDOWN" not in err, "quit after abuse: %d %s" % (rc, err))
 
@@ -248,12 +266,30 @@ def case_shutdown_event(d):
     check(ev and ev["data"] == {"guest": False, "reason": "host-qmp-quit"}, "SHUTDOWN %s" % ev)
     rc, out, err = vm.wait()
     check(rc == 0, "exit after quit: %d" % rc)
-    check(oct(os.stat(d).st_mode)[-3:] and not os.path.exists(vm.qmp_path),
-          "socket removed at exit")
+    check(not os.path.exists(vm.qmp_path), "socket removed at exit")
+
+
+def case_incoming(d):
+    vm = FerryVm(ferry, d, *HP, "--incoming", "tcp:127.0.0.1:1")
+    check(vm.execute("query-status") == {"running": False, "singlestep": False,
+                                          "status": "inmigrate"}, "parked in inmigrate")
+    vm.execute("device_add", driver="cpu", id="cpu1", slot=1)  # S2: coldplug before the stream
+    vm.execute("device_add", driver="mem-block", id="mem0", slot=0)
+    r = vm.command("system_reset")
+    check("error" in r, "no reset while waiting for a stream: %s" % r)
+    vm.execute("cont")  # only records autostart
+    check(vm.execute("query-status")["status"] == "inmigrate", "cont does not start it")
+    mems = vm.execute("query-memory-devices")
+    check(len(mems) == 1 and mems[0]["data"]["hotplugged"] is False, "coldplugged: %s" % mems)
+    time.sleep(0.2)
+    check(vm.serial() == "", "nothing boots: %r" % vm.serial())
+    rc, out, err = vm.quit()
+    check(rc == 0 and "inmigrate" in err, "quit: %d %r" % (rc, err))
 
 
 CASES = [case_boot, case_hotplug, case_s7_before_ready, case_s8_reset, case_prelaunch,
-         case_dirty_workload, case_boot_sector, case_qmp_robustness, case_shutdown_event]
+         case_dirty_workload, case_boot_sector, case_qmp_robustness, case_shutdown_event,
+         case_incoming]
 
 if not os.access("/dev/kvm", os.R_OK | os.W_OK):
     print("\n*** SKIPPED kvm-hotplug: /dev/kvm is not usable; the KVM tests did NOT run ***\n",

@@ -7,10 +7,12 @@
 #include "ferry/vmm/instance.h"
 #include "kvm-test.h"
 
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+// clang-format on
 
 static const char *fw_path;
 
@@ -21,11 +23,16 @@ typedef struct Ti {
     size_t image_len;
     int deleted;
     char last_deleted[64];
+    int stops, resumes;
 } Ti;
 
 static void listener(void *opaque, const FerryInstanceEventInfo *info)
 {
     Ti *t = opaque;
+    if (info->event == FERRY_INSTANCE_EV_STOP)
+        __atomic_add_fetch(&t->stops, 1, __ATOMIC_SEQ_CST);
+    if (info->event == FERRY_INSTANCE_EV_RESUME)
+        __atomic_add_fetch(&t->resumes, 1, __ATOMIC_SEQ_CST);
     if (info->event == FERRY_INSTANCE_EV_DEVICE_DELETED) {
         snprintf(t->last_deleted, sizeof(t->last_deleted), "%s", info->device);
         __atomic_add_fetch(&t->deleted, 1, __ATOMIC_SEQ_CST);
@@ -96,8 +103,10 @@ static void test_dirty_detects_stale_page(void **state)
 {
     (void)state;
     Ti t;
-    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20, .workload = FERRY_FW_WORKLOAD_DIRTY,
-                                       .dirty_mb = 4, .report_every = 1});
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20,
+                                       .workload = FERRY_FW_WORKLOAD_DIRTY,
+                                       .dirty_mb = 4,
+                                       .report_every = 1});
     FerryError err = {0};
     assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
     free(ti_wait(&t, "VERIFY ok pass=2\n"));
@@ -119,8 +128,7 @@ static void test_vcpu_list_and_memslots_follow_hotplug(void **state)
 {
     (void)state;
     Ti t;
-    ti_start(&t, (FerryInstanceConfig){.ram_size = 128 << 20, .maxmem = 384 << 20,
-                                       .max_cpus = 4});
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 128 << 20, .maxmem = 384 << 20, .max_cpus = 4});
     FerryError err = {0};
     FerryVm *vm = ferry_instance_vm(t.inst);
     size_t blocks0 = ferry_vm_ram_count(vm);
@@ -209,6 +217,51 @@ static void test_incoming_waits(void **state)
     ti_stop(&t);
 }
 
+static void test_source_run_states(void **state)
+{
+    (void)state;
+    Ti t;
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20});
+    FerryError err = {0};
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_PRELAUNCH);
+    assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
+    assert_int_equal(t.resumes, 1);
+    free(ti_wait(&t, "READY\n"));
+    /* A failed migration: STOP at stop-and-copy, RESUME after, still running. */
+    ferry_instance_migration_stop(t.inst);
+    ferry_instance_migration_resume(t.inst);
+    assert_int_equal(t.stops, 1);
+    assert_int_equal(t.resumes, 2);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_RUNNING);
+    /* A completed one: postmigrate, paused; management may cont. */
+    ferry_instance_migration_stop(t.inst);
+    assert_int_equal(ferry_instance_outgoing_done(t.inst, &err), 0);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_POSTMIGRATE);
+    assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_RUNNING);
+    /* Shutdown: cont needs a reset first (QEMU's message). */
+    assert_int_equal(ferry_instance_shutdown(t.inst, false, "host-qmp-quit", &err), 0);
+    assert_true(ferry_instance_cont(t.inst, &err) < 0);
+    assert_string_equal(err.msg, "Resetting the Virtual Machine is required");
+    assert_int_equal(ferry_instance_reset(t.inst, false, "host-qmp-system-reset", &err), 0);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_PRELAUNCH);
+    assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
+    char *out = NULL;
+    for (int i = 0; i < 2000; i++) {
+        free(out);
+        out = ti_output(&t);
+        char *first = strstr(out, "READY\n");
+        if (first && strstr(first + 1, "READY\n"))
+            break;
+        usleep(10000);
+    }
+    char *first = strstr(out, "READY\n");
+    assert_non_null(first);
+    assert_non_null(strstr(first + 1, "BOOT ferry-fw")); /* rebooted after the reset */
+    free(out);
+    ti_stop(&t);
+}
+
 int main(int argc, char **argv)
 {
     kt_require_kvm("kvm-instance");
@@ -221,6 +274,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dirty_detects_stale_page),
         cmocka_unit_test(test_vcpu_list_and_memslots_follow_hotplug),
         cmocka_unit_test(test_incoming_waits),
+        cmocka_unit_test(test_source_run_states),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,6 +39,7 @@ for args, needle in [
     (["--memory", "256M", "--maxmem", "128M"], "--maxmem (128 MiB) is below --memory"),
     (["--memory", "128M", "--maxmem", "200M"], "multiple of 128M"),
     (["--device"], "--device needs a value"),
+    (["--smp", "1,maxcpus=65"], "maxcpus=65 exceeds Ferry's 64 vCPU slots"),
     (["--memory"], "--memory needs a value"),
 ]:
     rc, out, err = run(*args)
@@ -89,6 +90,7 @@ for args, needle in [
      "cannot open: No such file or directory"),
     (["--qmp", "unix:/nonexistent/dir/qmp.sock"], "--qmp: "),
     (["--workload", "dirty,mb=200"], "needs at least 216 MiB of memory"),
+    (["--memory", "4G", "--maxmem", "5G"], "needs a memory size of at most 3G"),
 ]:
     rc, out, err = run(*args)
     check(rc == 1, f"{args}: exit {rc}, want 1 ({err!r})")

@@ -24,6 +24,8 @@ typedef enum FerryExploreSearch {
 typedef struct FerryExploreConfig {
     const char *machine_type;  /* NULL: the newest */
     uint32_t slots;            /* card slots, 1..8; 0 = 2 */
+    uint32_t cpu_slots;        /* hotpluggable vCPU slots besides the boot vCPU, 0..4 */
+    uint32_t mem_slots;        /* memory-block slots, 0..4 */
     uint32_t depth;            /* management and migration actions per trace, the switchover
                                 * included; 0 = 8. Guest steps are free unless count_guest. */
     bool count_guest;          /* guest protocol steps count towards depth as well */

@@ -7,7 +7,10 @@
  * Threads: control calls (cont/stop/reset/device_add/...) may come from any one thread at a
  * time (QMP server, migration); they are serialised inside. vCPU threads enter through the PIO
  * handlers. The machine is protected by the instance lock: code that reads or writes the
- * machine directly (migration: registry save/load) holds ferry_instance_lock. docs/vmm.md. */
+ * machine directly (migration: registry save/load) holds ferry_instance_lock, and so does code
+ * that enumerates the VM's RAM blocks while device_add/del may run (memslots are added and
+ * removed under it; host pointers of a block stay valid while the block exists). While an
+ * outgoing migration is marked active the block list does not change. docs/vmm.md. */
 #ifndef FERRY_VMM_INSTANCE_H
 #define FERRY_VMM_INSTANCE_H
 
@@ -88,6 +91,9 @@ void ferry_instance_set_listener(FerryInstance *inst, FerryInstanceListener fn, 
 
 /* Borrowed parts. Hold ferry_instance_lock while touching the machine directly. */
 FerryVm *ferry_instance_vm(FerryInstance *inst);
+/* Every vCPU ever created, including parked ones (released, or boot APs the guest has not
+ * started): prefer ferry_instance_vcpu_count/_at for what runs. */
+FerryVcpus *ferry_instance_vcpus(FerryInstance *inst);
 FerryMachine *ferry_instance_machine(FerryInstance *inst);
 FerrySerial *ferry_instance_serial(FerryInstance *inst); /* NULL when serial_fd was -1 */
 void ferry_instance_lock(FerryInstance *inst);
@@ -113,6 +119,14 @@ bool ferry_instance_autostart(FerryInstance *inst);
 void ferry_instance_pause_vcpus(FerryInstance *inst);
 void ferry_instance_resume_vcpus(FerryInstance *inst);
 
+/* Source side of a migration (QEMU's behaviour): stop-and-copy pauses the vCPUs and emits STOP
+ * when the VM was running (the run state stays, as QEMU's finish-migrate is not modelled); a
+ * failed or cancelled migration resumes a running VM and emits RESUME; a completed one moves
+ * to postmigrate with the vCPUs left paused. */
+void ferry_instance_migration_stop(FerryInstance *inst);
+void ferry_instance_migration_resume(FerryInstance *inst);
+int ferry_instance_outgoing_done(FerryInstance *inst, FerryError *err);
+
 /* ---- devices (DESIGN §4 table, QMP device_add/device_del) ---- */
 /* Memory blocks get their 128 MiB memslot here, before the guest can learn of them; refused
  * past maxmem. Errors are the machine's (unknown driver, duplicate id, migration active). */
@@ -129,7 +143,8 @@ bool ferry_instance_mem_hotplugged(FerryInstance *inst, uint32_t slot);
 
 /* An outgoing migration is in setup/active: device_add/device_del refused, and memslots of
  * released memory blocks stay mapped until it ends (the RAM block list does not change under
- * the migration engine). */
+ * the migration engine). Same as ferry_machine_set_migration_active under the lock, plus the
+ * deferred memslot removals at once when it ends. */
 void ferry_instance_set_migration_active(FerryInstance *inst, bool active);
 
 /* ---- vCPUs (migration) ---- */

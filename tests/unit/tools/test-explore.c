@@ -60,6 +60,31 @@ static void real_policy_holds(void **state)
     assert_true(res.states > 1000);
 }
 
+/* vCPU and memory-block connectors follow the same protocol with other descriptions: the real
+ * policy holds with one slot of each kind, and the edge policy loses a memory hotplug the same
+ * way as a card's. */
+static void all_resource_kinds(void **state)
+{
+    (void)state;
+    FerryExploreConfig cfg = config("real", NULL, 4, FERRY_EXPLORE_BFS);
+    cfg.slots = 1;
+    cfg.cpu_slots = 1;
+    cfg.mem_slots = 1;
+    FerryExploreResult res;
+    FerryError err = {0};
+    assert_int_equal(ferry_explore_run(&cfg, &res, &err), 0);
+    assert_false(res.violation);
+    assert_true(res.states > 1000);
+    cfg.policy.edge_notify = true;
+    assert_int_equal(ferry_explore_run(&cfg, &res, &err), 0);
+    assert_true(res.violation);
+    assert_int_equal(ferry_explore_replay(&cfg, "cont; add mem 0", NULL, &res, &err), 0);
+    assert_true(res.violation);
+    assert_non_null(strstr(res.message, "'mem0' (connector 0x20000000)"));
+    assert_true(ferry_explore_replay(&cfg, "cont; add cpu 0", NULL, &res, &err) < 0);
+    assert_non_null(strstr(err.msg, "'cpu N' (1..1)"));
+}
+
 /* Each seeded bad policy: found by BFS at a small depth, with a short trace that replays to a
  * violation and passes under the real policy. `expect` is a word the violation must contain. */
 static void check_bad(const char *policy, const char *machine, const char *expect, uint32_t max_len)
@@ -163,9 +188,9 @@ static void trace_files(void **state)
 {
     (void)state;
     const char *files[] = {
-        "list-append.trace",     "inmigrate-hotplug.trace",   "edge.trace",
-        "edge-migration.trace",  "conn-subsection.trace",     "del-readd-race.trace",
-        "s05-mid-session.trace", "s06-unplug-in-flight.trace"};
+        "list-append.trace",     "inmigrate-hotplug.trace",    "edge.trace",
+        "edge-migration.trace",  "conn-subsection.trace",      "del-readd-race.trace",
+        "s05-mid-session.trace", "s06-unplug-in-flight.trace", "s04-cpu-mem.trace"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[512], policy[64] = "real", machine[32] = "ferry-2.0", expect[128] = "";
         snprintf(path, sizeof(path), "%s/%s", TRACE_DIR, files[i]);
@@ -175,9 +200,16 @@ static void trace_files(void **state)
             sscanf(p, "# policy: %63s", policy);
         if ((p = strstr(text, "# machine: ")))
             sscanf(p, "# machine: %31s", machine);
+        uint32_t cpu_slots = 0, mem_slots = 0;
+        if ((p = strstr(text, "# cpu-slots: ")))
+            sscanf(p, "# cpu-slots: %u", &cpu_slots);
+        if ((p = strstr(text, "# mem-slots: ")))
+            sscanf(p, "# mem-slots: %u", &mem_slots);
         if ((p = strstr(text, "# expect: ")))
             sscanf(p, "# expect: %127[^\n]", expect);
         FerryExploreConfig cfg = config(policy, machine, 8, FERRY_EXPLORE_BFS);
+        cfg.cpu_slots = cpu_slots;
+        cfg.mem_slots = mem_slots;
         FerryExploreResult res;
         FerryError err = {0};
         int rc = ferry_explore_replay(&cfg, text, NULL, &res, &err);
@@ -255,6 +287,7 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(argv[1]); /* e.g. 'bad_*' */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(real_policy_holds),
+        cmocka_unit_test(all_resource_kinds),
         cmocka_unit_test(bad_list_append),
         cmocka_unit_test(bad_inmigrate_hotplug),
         cmocka_unit_test(bad_edge),

@@ -57,6 +57,32 @@ static void test_json_values(void **state)
     ferry_json_free(d);
 }
 
+/* Dense input has more tokens than the first guess (one per 16 bytes): the token array grows
+ * while jsmn resumes, from the heap to a huge-page mapping, and no value is lost on the way. */
+static void test_json_token_growth(void **state)
+{
+    (void)state;
+    enum { N = 100000 }; /* a 12.5k-token first guess: heap, then mappings */
+    char *text = malloc(2 * N + 2 + FERRY_JSON_PADDING);
+    assert_non_null(text);
+    size_t len = 0;
+    text[len++] = '[';
+    for (int i = 0; i < N; i++) {
+        text[len++] = (char)('0' + i % 10);
+        text[len++] = ',';
+    }
+    text[len - 1] = ']';
+    FerryError err = {0};
+    FerryJsonDoc *d = ferry_json_parse(text, len, &err); /* takes text */
+    assert_non_null(d);
+    const FerryJson *a = ferry_json_root(d);
+    assert_int_equal(a->len, N);
+    for (int i = 0; i < N; i += 997)
+        assert_int_equal(a->u.items[i].u.i, i % 10);
+    assert_int_equal(a->u.items[N - 1].u.i, (N - 1) % 10);
+    ferry_json_free(d);
+}
+
 static void expect_parse_error(const char *text, const char *msg)
 {
     FerryError err = {0};
@@ -79,6 +105,24 @@ static void test_json_errors(void **state)
     expect_parse_error("01", "leading zero");
     expect_parse_error("{} x", "after the JSON value");
     expect_parse_error("tru", "unexpected character");
+    /* jsmn tokenises these without complaint; the walk over its tokens must not. */
+    expect_parse_error("[1,]", "column 4: expected a value");
+    expect_parse_error("[1:2]", "expected ',' or ']'");
+    expect_parse_error("{\"a\":1 \"b\":2}", "column 8: expected ',' or '}'");
+    expect_parse_error("{\"a\"}", "expected ':'");
+    expect_parse_error("{\"a\" \"b\"}", "expected ':'");
+    expect_parse_error("{1:2}", "expected a string (object key)");
+    expect_parse_error("{\"a\":{}:1}", "expected ',' or '}'");
+    expect_parse_error("[1}", "expected ',' or ']'");
+    expect_parse_error("[\"a\x01\"]", "control character");
+    expect_parse_error("[1x]", "invalid number");
+    expect_parse_error("[-]", "invalid number");
+    expect_parse_error("[1.]", "invalid number");
+    expect_parse_error("[nul]", "unexpected character");
+    expect_parse_error("[\"\\x\"]", "invalid escape");
+    expect_parse_error("[\"\\udc00\"]", "surrogate");
+    expect_parse_error("[1] [2]", "after the JSON value");
+    expect_parse_error("[[1]", "unexpected end of input");
     char deep[400];
     memset(deep, '[', sizeof(deep) - 1);
     deep[sizeof(deep) - 1] = '\0';
@@ -333,6 +377,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_values),
+        cmocka_unit_test(test_json_token_growth),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_load_errors_name_path),
         cmocka_unit_test(test_identical_is_clean),
