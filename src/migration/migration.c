@@ -211,6 +211,10 @@ void ferry_migration_free(FerryMigration *m)
     if (!m)
         return;
     ferry_migration_cancel(m);
+    /* An incoming side waiting for a connection or in the middle of a stream stops too: its
+     * accept loop watches the flag and its sockets are shut down. */
+    atomic_store(&m->cancel, true);
+    mig_shutdown_fds(m);
     join_engine(m);
     if (m->listen_fd >= 0)
         close(m->listen_fd);
