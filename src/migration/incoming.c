@@ -314,7 +314,12 @@ static void *channel_main(void *arg)
                     break;
             } else if (rec.kind == FERRY_REC_RAM_PAGES)
                 r = apply_pages(rc, &rec, &rc->err);
-            else if (rec.flags & FERRY_REC_OPTIONAL || rec.kind == FERRY_REC_RAM_PASS)
+            else if (rec.kind == FERRY_REC_RAM_PASS && rec.instance == MIG_SYNC_PASS) {
+                r = ferry_stream_skip_payload(rc->r, &rc->err);
+                if (!r)
+                    r = mig_write_all(rc->fd, MIG_SYNCED "\n", strlen(MIG_SYNCED) + 1,
+                                      &rc->err);
+            } else if (rec.flags & FERRY_REC_OPTIONAL || rec.kind == FERRY_REC_RAM_PASS)
                 r = ferry_stream_skip_payload(rc->r, &rc->err);
             else
                 r = ferry_error_set(&rc->err, -EBADMSG, "unexpected %s record on a RAM channel "
@@ -709,6 +714,12 @@ static int incoming_run(Dest *d, FerryError *err)
             r = apply_pages(&d->main, &rec, err);
             break;
         case FERRY_REC_RAM_PASS:
+            if (rec.instance == MIG_SYNC_PASS) {
+                r = ferry_stream_skip_payload(d->main.r, err);
+                if (!r && d->return_path)
+                    r = mig_write_all(fd, MIG_SYNCED "\n", strlen(MIG_SYNCED) + 1, err);
+                break;
+            }
             if (h->on_pass && rec.instance != UINT32_MAX)
                 h->on_pass(h->opaque, (uint64_t)rec.instance + 1);
             pthread_mutex_lock(&m->lock);

@@ -24,6 +24,10 @@
 #define MIG_REPLY_ERR "FERRY-ERR "
 #define MIG_REPLY_ACK "FERRY-ACK"
 #define MIG_GO "FERRY-GO"
+/* A ram-pass record with this pass number asks the receiver of that connection to answer
+ * MIG_SYNCED on it once everything before it is applied (drain before the switchover). */
+#define MIG_SYNC_PASS 0xfffffffeu
+#define MIG_SYNCED "FERRY-SYNCED"
 
 typedef struct MigBlock {
     FerryRamBlock b;

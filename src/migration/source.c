@@ -358,6 +358,40 @@ static int run_pass(Source *src, bool first, bool final, FerryError *err)
     return 0;
 }
 
+/* Before stopping the guest, let the destination apply what is still in flight: with large
+ * socket buffers several MiB per connection sit between the passes and the destination's
+ * memory, and draining them after the stop was most of the downtime (measured: 25-50 ms of
+ * 30-50). One round trip per connection while the guest still runs. */
+static int drain(Source *src, FerryError *err)
+{
+    if (!src->return_path)
+        return 0;
+    Sender *all = src->nch ? src->ch : &src->main;
+    unsigned n = src->nch ? src->nch : 1;
+    uint64_t zero[2] = {0, 0};
+    struct iovec iov = {zero, sizeof(zero)};
+    for (unsigned i = 0; i < n; i++) {
+        int r = ferry_stream_write_record(all[i].w, FERRY_REC_RAM_PASS, 0, "", MIG_SYNC_PASS, 1,
+                                          &iov, 1, err);
+        if (!r)
+            r = ferry_io_flush(all[i].io, err);
+        if (r < 0)
+            return r;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        char line[FERRY_ERROR_MSG_MAX + 32];
+        int r = mig_read_line(all[i].fd, line, sizeof(line), MIG_ACK_TIMEOUT_MS, err);
+        if (r < 0)
+            return ferry_error_prefix(err, "draining RAM channel %u: ", i);
+        if (!strncmp(line, MIG_REPLY_ERR, strlen(MIG_REPLY_ERR)))
+            return ferry_error_set(err, -EPROTO, "destination failed: %s",
+                                   line + strlen(MIG_REPLY_ERR));
+        if (strcmp(line, MIG_SYNCED))
+            return ferry_error_set(err, -EPROTO, "unexpected answer '%.64s' while draining", line);
+    }
+    return 0;
+}
+
 /* ---- throttle ----------------------------------------------------------------------------- */
 
 static void *throttle_main(void *arg)
@@ -865,6 +899,8 @@ static int source_run(Source *src, FerryError *err)
 
     /* Switchover. */
     throttle_end(src);
+    if ((r = drain(src, err)) < 0)
+        return r;
     mig_set_status(m, FERRY_MIG_DEVICE);
     uint64_t t_stop = mig_now_ns();
     atomic_store(&src->switchover, true);
