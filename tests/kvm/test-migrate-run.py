@@ -3,7 +3,8 @@
 firmware's self-verifying dirty workload (a lost or stale page prints VERIFY FAIL):
 S2/S3 (devices hotplugged on the source, coldplugged on the destination in inmigrate; no
 duplicate event), S10 (device_add/device_del refused mid-migration, migration unaffected),
-S16 (destination lacks a device: refused at the handshake), S4/S7 (hotplug before the guest is
+S16 (destination lacks a device: refused at the handshake), S9 (reset then migrate), S13 (ferry-1.0
+both sides, no hotplug in flight), S4/S7 (hotplug before the guest is
 ready, migrated before it handled it: configured once, after switchover), destination killed,
 cancel, snapshot + --restore, and `ferry migrate` with its timeline.
 usage: test-migrate-run.py FERRY"""
@@ -266,6 +267,21 @@ check("PLUGGED" not in dout and "DUPLICATE" not in dout and "STALE" not in dout,
 src_cpus = src.q.ok("query-hotpluggable-cpus")
 dst_cpus = dst.q.ok("query-hotpluggable-cpus")
 check(src_cpus == dst_cpus, "S9: query-hotpluggable-cpus equal on both sides")
+src.stop()
+dst.stop()
+
+# ---- S13 (first half): ferry-1.0 on both sides, hotplug completed (none in flight)
+src = Vm(["--machine", "ferry-1.0"])
+check(src.wait_line("READY"), "S13: ferry-1.0 source ready")
+dev(src.q, "cpu", "cpu1", 1)
+check(src.wait_line("ONLINE cpu 1"), "S13: cpu1 online")
+port = free_port()
+dst = Vm(["--machine", "ferry-1.0"], incoming=f"tcp:127.0.0.1:{port}")
+dev(dst.q, "cpu", "cpu1", 1)
+st = migrate(src, f"tcp:127.0.0.1:{port}")
+check(st.get("status") == "completed", f"S13: ferry-1.0 migration completes ({st.get('error-desc')})")
+verify_progress(dst, "S13: destination")
+check("PLUGGED" not in dst.out(), "S13: no event re-presented")
 src.stop()
 dst.stop()
 
