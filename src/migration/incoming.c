@@ -79,9 +79,9 @@ static void zero_pages(uint64_t *nz, uint8_t *host, uint64_t first, uint64_t cou
         p += (uint64_t)__builtin_ctzll(w);
         if (p >= first + count)
             break;
-        uint8_t *pg = host + (p - first) * RAM_PAGE;
-        if (!ram_page_is_zero(pg))
-            memset(pg, 0, RAM_PAGE);
+        uint8_t *pg = host + (p - first) * FERRY_RAM_PAGE_SIZE;
+        if (!ferry_ram_page_is_zero(pg))
+            memset(pg, 0, FERRY_RAM_PAGE_SIZE);
         nz[p / 64] &= ~(1ull << (p % 64));
         p++;
     }
@@ -127,7 +127,7 @@ static int track_init(const FerryRamBlock *blocks, size_t n, uint64_t ***out,
     int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     uint64_t *ent = malloc(8 * 4096);
     for (size_t i = 0; i < n; i++) {
-        uint64_t pages = blocks[i].size / RAM_PAGE;
+        uint64_t pages = blocks[i].size / FERRY_RAM_PAGE_SIZE;
         nz[i] = calloc((pages + 63) / 64, 8);
         if (!nz[i]) {
             free(ent);
@@ -144,9 +144,9 @@ static int track_init(const FerryRamBlock *blocks, size_t n, uint64_t ***out,
         }
         for (uint64_t p = 0; !known && p < pages; p += 4096) {
             uint64_t cnt = pages - p < 4096 ? pages - p : 4096;
-            uintptr_t va = (uintptr_t)blocks[i].host + p * RAM_PAGE;
+            uintptr_t va = (uintptr_t)blocks[i].host + p * FERRY_RAM_PAGE_SIZE;
             bool ok = pm >= 0 && ent &&
-                      pread(pm, ent, cnt * 8, (off_t)(va / RAM_PAGE * 8)) == (ssize_t)(cnt * 8);
+                      pread(pm, ent, cnt * 8, (off_t)(va / FERRY_RAM_PAGE_SIZE * 8)) == (ssize_t)(cnt * 8);
             for (uint64_t k = 0; k < cnt; k++)
                 /* Unknown (no pagemap): assume data. Present or swapped: may hold data. */
                 if (!ok || (ent[k] & (3ull << 62)))
@@ -170,17 +170,17 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
                                " names RAM block %u of %zu", rec->offset, rec->instance,
                                d->nblocks);
     FerryRamBlock *b = &d->blocks[rec->instance];
-    uint64_t pages = b->size / RAM_PAGE, left = rec->length;
+    uint64_t pages = b->size / FERRY_RAM_PAGE_SIZE, left = rec->length;
     while (left) {
-        uint8_t h[RAM_RUN_HEADER];
-        if (left < RAM_RUN_HEADER)
+        uint8_t h[FERRY_RAM_RUN_HEADER];
+        if (left < FERRY_RAM_RUN_HEADER)
             return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
                                    ": run header cut (%" PRIu64 " bytes left)", rec->offset,
                                    left);
         int r = ferry_stream_read_payload(rc->r, h, sizeof(h), err);
         if (r < 0)
             return r;
-        left -= RAM_RUN_HEADER;
+        left -= FERRY_RAM_RUN_HEADER;
         uint64_t first;
         uint32_t count;
         memcpy(&first, h, 8);
@@ -193,22 +193,22 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
                                    ": run of %u pages at page %" PRIu64 " is outside block %u "
                                    "(%" PRIu64 " pages)", rec->offset, count, first,
                                    rec->instance, pages);
-        uint8_t *host = b->host + first * RAM_PAGE;
+        uint8_t *host = b->host + first * FERRY_RAM_PAGE_SIZE;
         switch (enc) {
-        case RAM_ENC_ZERO:
+        case FERRY_RAM_ENC_ZERO:
             zero_pages(d->nz[rec->instance], host, first, count);
             break;
-        case RAM_ENC_RAW:
-            if ((uint64_t)count * RAM_PAGE > left)
+        case FERRY_RAM_ENC_RAW:
+            if ((uint64_t)count * FERRY_RAM_PAGE_SIZE > left)
                 return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
                                        ": %u raw pages exceed the record", rec->offset, count);
             mark_written(d->nz[rec->instance], first, count);
-            r = ferry_stream_read_payload(rc->r, host, (size_t)count * RAM_PAGE, err);
+            r = ferry_stream_read_payload(rc->r, host, (size_t)count * FERRY_RAM_PAGE_SIZE, err);
             if (r < 0)
                 return r;
-            left -= (uint64_t)count * RAM_PAGE;
+            left -= (uint64_t)count * FERRY_RAM_PAGE_SIZE;
             break;
-        case RAM_ENC_DELTA:
+        case FERRY_RAM_ENC_DELTA:
             mark_written(d->nz[rec->instance], first, count);
             for (uint32_t i = 0; i < count; i++) {
                 uint8_t l2[2];
@@ -219,13 +219,13 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
                     return r;
                 left -= 2;
                 size_t len = l2[0] | (size_t)l2[1] << 8;
-                if (len > RAM_DELTA_MAX || len > left)
+                if (len > FERRY_RAM_DELTA_MAX || len > left)
                     return ferry_error_set(err, -EBADMSG, "delta of %zu bytes too long in "
                                            "record at offset 0x%" PRIx64, len, rec->offset);
                 if ((r = ferry_stream_read_payload(rc->r, rc->buf, len, err)) < 0)
                     return r;
                 left -= len;
-                r = ram_delta_apply(host + (uint64_t)i * RAM_PAGE, rc->buf, len, err);
+                r = ferry_ram_delta_apply(host + (uint64_t)i * FERRY_RAM_PAGE_SIZE, rc->buf, len, err);
                 if (r < 0)
                     return ferry_error_prefix(err, "record at offset 0x%" PRIx64 ", page %" PRIu64
                                               ": ", rec->offset, first + i);
@@ -566,7 +566,7 @@ static int receiver_init(Dest *d, Receiver *rc, unsigned index, int fd, FerryErr
     rc->d = d;
     rc->index = index;
     rc->fd = fd;
-    rc->buf = malloc(RAM_DELTA_MAX + 16);
+    rc->buf = malloc(FERRY_RAM_DELTA_MAX + 16);
     rc->io = ferry_io_fd_reader(fd, false);
     if (!rc->buf || !rc->io)
         return ferry_error_set(err, -ENOMEM, "out of memory");
@@ -630,7 +630,7 @@ static int incoming_run(Dest *d, FerryError *err)
     FerryRecord rec;
     if ((r = ferry_stream_next(d->main.r, &rec, err)) < 0)
         return r;
-    if (rec.kind != MIG_REC_HANDSHAKE)
+    if (rec.kind != FERRY_REC_HANDSHAKE)
         return ferry_error_set(err, -EBADMSG, "the stream does not start with a handshake record "
                                "(found %s at offset 0x%" PRIx64 ")",
                                ferry_record_kind_name(rec.kind), rec.offset);
@@ -676,7 +676,7 @@ static int incoming_run(Dest *d, FerryError *err)
                 return ferry_error_prefix(err, "RAM channel: ");
             uint8_t hello[24];
             r = ferry_stream_next(rc->r, &rec, err);
-            if (!r && (rec.kind != MIG_REC_CHANNEL || rec.length != sizeof(hello)))
+            if (!r && (rec.kind != FERRY_REC_CHANNEL || rec.length != sizeof(hello)))
                 r = ferry_error_set(err, -EBADMSG, "RAM channel does not start with a channel "
                                     "record");
             if (!r)
@@ -853,13 +853,13 @@ int mig_ram_stream_apply(const FerryRamBlock *blocks, size_t n, FerryIO *io, Fer
     Receiver rc = {.d = &d};
     int r = 0;
     d.nz = calloc(n ? n : 1, sizeof(*d.nz));
-    rc.buf = malloc(RAM_DELTA_MAX + 16);
+    rc.buf = malloc(FERRY_RAM_DELTA_MAX + 16);
     if (!d.nz || !rc.buf) {
         r = ferry_error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        size_t words = (blocks[i].size / RAM_PAGE + 63) / 64;
+        size_t words = (blocks[i].size / FERRY_RAM_PAGE_SIZE + 63) / 64;
         d.nz[i] = malloc(words * 8 + 8);
         if (!d.nz[i]) {
             r = ferry_error_set(err, -ENOMEM, "out of memory");

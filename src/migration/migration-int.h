@@ -9,11 +9,9 @@
 #include "ferry/migration/migration.h"
 #include "ferry/migration/transport.h"
 #include "ferry/stream/stream.h"
-#include "ram-int.h"
+#include "ferry/stream/ram.h"
 
 /* Migration-only record kinds (docs/stream-format.md). */
-#define MIG_REC_HANDSHAKE 0x20 /* JSON: machine, inventory, RAM blocks, channels, session */
-#define MIG_REC_CHANNEL 0x21   /* u32 channel index, u32 channels, 16-byte session id */
 
 #define MIG_RECORD_TARGET (1u << 20) /* ram-pages payload size before a record is closed */
 #define MIG_CHUNK_SHIFT 9            /* pages are sharded across channels in 2 MiB chunks */

@@ -148,7 +148,7 @@ static int rec_flush(Sender *s)
     FerryMigration *m = s->src->m;
     pthread_mutex_lock(&m->lock);
     m->info.ram_transferred += s->rec_len + 40; /* live, for query-migrate */
-    uint64_t done = (s->pages - s->pages_reported) * RAM_PAGE;
+    uint64_t done = (s->pages - s->pages_reported) * FERRY_RAM_PAGE_SIZE;
     s->pages_reported = s->pages;
     m->info.ram_remaining = m->info.ram_remaining > done ? m->info.ram_remaining - done : 0;
     pthread_mutex_unlock(&m->lock);
@@ -179,17 +179,17 @@ static int page_add(Sender *s, uint32_t block, uint64_t page, uint8_t enc, const
         memcpy(s->rec + s->rec_len, &first, 8);
         memset(s->rec + s->rec_len + 8, 0, 4);
         s->rec[s->rec_len + 12] = enc;
-        s->rec_len += RAM_RUN_HEADER;
+        s->rec_len += FERRY_RAM_RUN_HEADER;
         s->run_open = true;
         s->run_first = page;
         s->run_count = 0;
         s->run_enc = enc;
     }
-    if (enc == RAM_ENC_RAW) {
-        memcpy(s->rec + s->rec_len, data, RAM_PAGE);
-        s->rec_len += RAM_PAGE;
+    if (enc == FERRY_RAM_ENC_RAW) {
+        memcpy(s->rec + s->rec_len, data, FERRY_RAM_PAGE_SIZE);
+        s->rec_len += FERRY_RAM_PAGE_SIZE;
         s->raw++;
-    } else if (enc == RAM_ENC_DELTA) {
+    } else if (enc == FERRY_RAM_ENC_DELTA) {
         s->rec[s->rec_len] = (uint8_t)dlen;
         s->rec[s->rec_len + 1] = (uint8_t)(dlen >> 8);
         memcpy(s->rec + s->rec_len + 2, data, dlen);
@@ -211,39 +211,39 @@ static int page_add(Sender *s, uint32_t block, uint64_t page, uint8_t enc, const
 
 static int send_page_first(Sender *s, MigBlock *mb, uint32_t bi, uint64_t p, bool absent)
 {
-    uint8_t *hva = mb->b.host + p * RAM_PAGE;
-    if (absent || ram_page_is_zero(hva))
-        return page_add(s, bi, p, RAM_ENC_ZERO, NULL, 0);
+    uint8_t *hva = mb->b.host + p * FERRY_RAM_PAGE_SIZE;
+    if (absent || ferry_ram_page_is_zero(hva))
+        return page_add(s, bi, p, FERRY_RAM_ENC_ZERO, NULL, 0);
     /* Copy once into the record; the shadow takes the very bytes that were sent (the last
-     * RAM_PAGE bytes appended, still in rec even when page_add just flushed it), so it stays
+     * FERRY_RAM_PAGE_SIZE bytes appended, still in rec even when page_add just flushed it), so it stays
      * equal to the destination even while the guest writes the page. */
-    int r = page_add(s, bi, p, RAM_ENC_RAW, hva, 0);
+    int r = page_add(s, bi, p, FERRY_RAM_ENC_RAW, hva, 0);
     if (r < 0)
         return r;
     if (mb->shadow)
-        memcpy(mb->shadow + p * RAM_PAGE, s->rec + s->rec_len - RAM_PAGE, RAM_PAGE);
+        memcpy(mb->shadow + p * FERRY_RAM_PAGE_SIZE, s->rec + s->rec_len - FERRY_RAM_PAGE_SIZE, FERRY_RAM_PAGE_SIZE);
     return 0;
 }
 
 static int send_page_dirty(Sender *s, MigBlock *mb, uint32_t bi, uint64_t p)
 {
-    uint8_t *hva = mb->b.host + p * RAM_PAGE;
-    memcpy(s->tmp, hva, RAM_PAGE);
-    uint8_t *sh = mb->shadow ? mb->shadow + p * RAM_PAGE : NULL;
-    if (ram_page_is_zero(s->tmp)) {
-        if (sh && !ram_page_is_zero(sh))
-            memset(sh, 0, RAM_PAGE);
-        return page_add(s, bi, p, RAM_ENC_ZERO, NULL, 0);
+    uint8_t *hva = mb->b.host + p * FERRY_RAM_PAGE_SIZE;
+    memcpy(s->tmp, hva, FERRY_RAM_PAGE_SIZE);
+    uint8_t *sh = mb->shadow ? mb->shadow + p * FERRY_RAM_PAGE_SIZE : NULL;
+    if (ferry_ram_page_is_zero(s->tmp)) {
+        if (sh && !ferry_ram_page_is_zero(sh))
+            memset(sh, 0, FERRY_RAM_PAGE_SIZE);
+        return page_add(s, bi, p, FERRY_RAM_ENC_ZERO, NULL, 0);
     }
     if (sh) {
-        size_t n = ram_delta_encode(sh, s->tmp, s->dbuf, RAM_DELTA_MAX);
+        size_t n = ferry_ram_delta_encode(sh, s->tmp, s->dbuf, FERRY_RAM_DELTA_MAX);
         if (n == 0) /* written, but back to what the destination already has */
             return 0;
-        memcpy(sh, s->tmp, RAM_PAGE);
+        memcpy(sh, s->tmp, FERRY_RAM_PAGE_SIZE);
         if (n != SIZE_MAX)
-            return page_add(s, bi, p, RAM_ENC_DELTA, s->dbuf, n);
+            return page_add(s, bi, p, FERRY_RAM_ENC_DELTA, s->dbuf, n);
     }
-    return page_add(s, bi, p, RAM_ENC_RAW, s->tmp, 0);
+    return page_add(s, bi, p, FERRY_RAM_ENC_RAW, s->tmp, 0);
 }
 
 static int sender_pass(Sender *s, bool first)
@@ -281,9 +281,9 @@ static int sender_pass(Sender *s, bool first)
             if (src->pagemap_fd >= 0) {
                 /* Pages the process never touched (neither present nor swapped) are zero
                  * without reading them: an idle guest's RAM is mostly such pages. */
-                uintptr_t va = (uintptr_t)mb->b.host + base * RAM_PAGE;
+                uintptr_t va = (uintptr_t)mb->b.host + base * FERRY_RAM_PAGE_SIZE;
                 size_t n = (size_t)(end - base) * 8;
-                have_pm = pread(src->pagemap_fd, s->pm, n, (off_t)(va / RAM_PAGE * 8)) ==
+                have_pm = pread(src->pagemap_fd, s->pm, n, (off_t)(va / FERRY_RAM_PAGE_SIZE * 8)) ==
                           (ssize_t)n;
             }
             for (uint64_t p = base; p < end; p++) {
@@ -436,9 +436,9 @@ static int sender_init(Source *src, Sender *s, unsigned index, unsigned nshards,
     s->index = index;
     s->nshards = nshards;
     s->fd = fd;
-    s->rec = malloc(MIG_RECORD_TARGET + RAM_PAGE + RAM_DELTA_MAX + 64);
-    s->tmp = aligned_alloc(64, RAM_PAGE);
-    s->dbuf = malloc(RAM_DELTA_MAX + 16);
+    s->rec = malloc(MIG_RECORD_TARGET + FERRY_RAM_PAGE_SIZE + FERRY_RAM_DELTA_MAX + 64);
+    s->tmp = aligned_alloc(64, FERRY_RAM_PAGE_SIZE);
+    s->dbuf = malloc(FERRY_RAM_DELTA_MAX + 16);
     s->pm = malloc(8u << MIG_CHUNK_SHIFT);
     s->io = ferry_io_fd_writer(fd, false);
     if (!s->rec || !s->tmp || !s->dbuf || !s->pm || !s->io)
@@ -518,7 +518,7 @@ static int write_ram_blocks(Source *src, FerryError *err)
         memcpy(buf + len, name, (size_t)nl);
         len += (size_t)nl;
         uint64_t gpa = htole64(src->blocks[i].b.gpa), size = htole64(src->blocks[i].b.size);
-        uint32_t ps = htole32(RAM_PAGE);
+        uint32_t ps = htole32(FERRY_RAM_PAGE_SIZE);
         memcpy(buf + len, &gpa, 8);
         memcpy(buf + len + 8, &size, 8);
         memcpy(buf + len + 16, &ps, 4);
@@ -628,7 +628,7 @@ static void stats_update(Source *src, const FerryMigPass *ps, uint64_t dirty, do
     if (in->npasses < FERRY_MIG_PASSES_MAX)
         in->passes[in->npasses++] = *ps;
     (void)total_bytes;
-    in->ram_remaining = dirty * RAM_PAGE;
+    in->ram_remaining = dirty * FERRY_RAM_PAGE_SIZE;
     in->duplicate = zero;
     in->normal = raw;
     in->delta_pages = delta;
@@ -710,7 +710,7 @@ static int source_run(Source *src, FerryError *err)
         int r = ferry_vm_ram_block(h->vm, i, &mb->b, err);
         if (r < 0)
             return r;
-        mb->pages = mb->b.size / RAM_PAGE;
+        mb->pages = mb->b.size / FERRY_RAM_PAGE_SIZE;
         mb->bitmap_size = ferry_vm_dirty_bitmap_size(mb->b.size);
         mb->send = calloc(1, mb->bitmap_size);
         mb->fetched = calloc(1, mb->bitmap_size);
@@ -749,7 +749,7 @@ static int source_run(Source *src, FerryError *err)
     if (!src->main.w)
         return err->code;
     json_t *hs = handshake_json(src, session);
-    r = write_json_record(src->main.w, MIG_REC_HANDSHAKE, "handshake", hs, err);
+    r = write_json_record(src->main.w, FERRY_REC_HANDSHAKE, "handshake", hs, err);
     json_decref(hs);
     if (!r)
         r = ferry_io_flush(src->main.io, err);
@@ -790,7 +790,7 @@ static int source_run(Source *src, FerryError *err)
             memcpy(hello + 4, &cnt, 4);
             memcpy(hello + 8, session, 16);
             struct iovec iov = {hello, sizeof(hello)};
-            r = ferry_stream_write_record(s->w, MIG_REC_CHANNEL, 0, "channel", i + 1, 1, &iov, 1,
+            r = ferry_stream_write_record(s->w, FERRY_REC_CHANNEL, 0, "channel", i + 1, 1, &iov, 1,
                                           err);
             if (!r)
                 r = ferry_io_flush(s->io, err);
@@ -802,13 +802,31 @@ static int source_run(Source *src, FerryError *err)
         }
     }
     r = write_ram_blocks(src, err);
-    if (!r && h->machine) {
+    if (!r) {
+        /* The schema of every device record this stream will carry (machine sections, vCPUs,
+         * VM), so `ferry analyze` decodes all of them by name without this binary. */
+        FerryRegistry *reg = ferry_registry_new();
+        if (!reg)
+            r = ferry_error_set(err, -ENOMEM, "out of memory");
+        /* vCPU accessors take the host's lock themselves: list them before taking it. */
+        for (unsigned i = 0; !r && i < mig_vcpu_count(m); i++)
+            r = ferry_registry_add(reg, FERRY_MIG_CPU_SECTION, ferry_vcpu_id(mig_vcpu_at(m, i)),
+                                   &ferry_cpu_state_desc, NULL, err);
         mig_lock(m);
-        FerryRegistry *reg = ferry_machine_registry(h->machine, err);
-        if (reg)
-            r = ferry_stream_write_schema(src->main.w, reg, err);
-        else
+        FerryRegistry *mreg = !r && h->machine ? ferry_machine_registry(h->machine, err) : NULL;
+        if (!r && h->machine && !mreg)
             r = err->code ? err->code : -ENOMEM;
+        for (size_t i = 0; mreg && !r && i < ferry_registry_count(mreg); i++) {
+            const char *sec;
+            uint32_t inst;
+            const FerryDesc *d = ferry_registry_entry(mreg, i, &sec, &inst, NULL);
+            r = ferry_registry_add(reg, sec, inst, d, NULL, err);
+        }
+        ferry_registry_free(mreg);
+        if (!r)
+            r = ferry_registry_add(reg, FERRY_MIG_VM_SECTION, 0, &ferry_vm_state_desc, NULL, err);
+        if (!r)
+            r = ferry_stream_write_schema(src->main.w, reg, err);
         ferry_registry_free(reg);
         mig_unlock(m);
     }
@@ -860,7 +878,7 @@ static int source_run(Source *src, FerryError *err)
             double bw = ps.duration_us ? ps.bytes_sent / (ps.duration_us / 1e6) : 1e9;
             if (bw < 100e6)
                 bw = 100e6;
-            per_page_s = RAM_PAGE / bw;
+            per_page_s = FERRY_RAM_PAGE_SIZE / bw;
         } else {
             per_page_s = ps.pages_sent ? (ps.duration_us / 1e6) / ps.pages_sent : 1e-6;
             if (cap && ps.pages_sent)
@@ -870,7 +888,7 @@ static int source_run(Source *src, FerryError *err)
             }
         }
         double exp_ms = dirty * per_page_s * 1e3 + 1.0;
-        normal_bytes = raw * RAM_PAGE;
+        normal_bytes = raw * FERRY_RAM_PAGE_SIZE;
         stats_update(src, &ps, dirty, exp_ms, total_bytes, zero, raw, delta, normal_bytes);
         if (stopping(src))
             return ferry_error_set(err, -ECANCELED, "migration cancelled");
@@ -929,7 +947,7 @@ static int source_run(Source *src, FerryError *err)
     if (r < 0)
         return r;
     ps.duration_us = (mig_now_ns() - t0) / 1000;
-    normal_bytes = raw * RAM_PAGE;
+    normal_bytes = raw * FERRY_RAM_PAGE_SIZE;
     stats_update(src, &ps, 0, 0, total_bytes, zero, raw, delta, normal_bytes);
     if (src->return_path) {
         char line[FERRY_ERROR_MSG_MAX + 32];

@@ -35,6 +35,8 @@ const char *ferry_record_kind_name(uint8_t kind)
     case FERRY_REC_RAM_BLOCKS: return "ram-blocks";
     case FERRY_REC_RAM_PAGES: return "ram-pages";
     case FERRY_REC_RAM_PASS: return "ram-pass";
+    case FERRY_REC_HANDSHAKE: return "handshake";
+    case FERRY_REC_CHANNEL: return "channel";
     case FERRY_REC_END: return "end";
     default: return "unknown";
     }

@@ -26,6 +26,8 @@ typedef enum FerryRecordKind {
     FERRY_REC_RAM_BLOCKS = 0x10, /* RAM block list */
     FERRY_REC_RAM_PAGES = 0x11,  /* runs of pages of one block (instance = block index) */
     FERRY_REC_RAM_PASS = 0x12,   /* end of one pass over RAM */
+    FERRY_REC_HANDSHAKE = 0x20,  /* JSON: machine, inventory, RAM blocks, channels, session */
+    FERRY_REC_CHANNEL = 0x21,    /* u32 channel index, u32 channels, 16-byte session id */
     FERRY_REC_END = 0x7f,        /* end of stream */
 } FerryRecordKind;
 

@@ -11,24 +11,24 @@
 #include <cmocka.h>
 
 #include "../../../src/migration/migration-int.h"
-#include "../../../src/migration/ram-int.h"
+#include "ferry/stream/ram.h"
 #include "ferry/stream/stream.h"
 
-static _Alignas(64) uint8_t a[RAM_PAGE], b[RAM_PAGE], c[RAM_PAGE];
-static uint8_t enc[RAM_PAGE * 2];
+static _Alignas(64) uint8_t a[FERRY_RAM_PAGE_SIZE], b[FERRY_RAM_PAGE_SIZE], c[FERRY_RAM_PAGE_SIZE];
+static uint8_t enc[FERRY_RAM_PAGE_SIZE * 2];
 
 static void test_zero(void **state)
 {
     (void)state;
     memset(a, 0, sizeof(a));
-    assert_true(ram_page_is_zero(a));
-    for (unsigned i = 0; i < RAM_PAGE; i += 7) {
+    assert_true(ferry_ram_page_is_zero(a));
+    for (unsigned i = 0; i < FERRY_RAM_PAGE_SIZE; i += 7) {
         a[i] = 1;
-        assert_false(ram_page_is_zero(a));
+        assert_false(ferry_ram_page_is_zero(a));
         a[i] = 0;
     }
-    a[RAM_PAGE - 1] = 0x80;
-    assert_false(ram_page_is_zero(a));
+    a[FERRY_RAM_PAGE_SIZE - 1] = 0x80;
+    assert_false(ferry_ram_page_is_zero(a));
 }
 
 static void test_delta_roundtrip(void **state)
@@ -36,20 +36,20 @@ static void test_delta_roundtrip(void **state)
     (void)state;
     srand(42);
     for (int iter = 0; iter < 2000; iter++) {
-        for (unsigned i = 0; i < RAM_PAGE; i++)
+        for (unsigned i = 0; i < FERRY_RAM_PAGE_SIZE; i++)
             a[i] = (uint8_t)rand();
-        memcpy(b, a, RAM_PAGE);
+        memcpy(b, a, FERRY_RAM_PAGE_SIZE);
         int edits = rand() % 40;
         for (int e = 0; e < edits; e++)
-            b[rand() % RAM_PAGE] ^= (uint8_t)(1 + rand() % 255);
-        size_t n = ram_delta_encode(a, b, enc, sizeof(enc));
+            b[rand() % FERRY_RAM_PAGE_SIZE] ^= (uint8_t)(1 + rand() % 255);
+        size_t n = ferry_ram_delta_encode(a, b, enc, sizeof(enc));
         assert_true(n != SIZE_MAX);
-        if (!memcmp(a, b, RAM_PAGE))
+        if (!memcmp(a, b, FERRY_RAM_PAGE_SIZE))
             assert_int_equal(n, 0);
-        memcpy(c, a, RAM_PAGE);
+        memcpy(c, a, FERRY_RAM_PAGE_SIZE);
         FerryError err = {0};
-        assert_int_equal(ram_delta_apply(c, enc, n, &err), 0);
-        assert_memory_equal(c, b, RAM_PAGE);
+        assert_int_equal(ferry_ram_delta_apply(c, enc, n, &err), 0);
+        assert_memory_equal(c, b, FERRY_RAM_PAGE_SIZE);
     }
 }
 
@@ -58,20 +58,20 @@ static void test_delta_roundtrip(void **state)
 static void test_delta_small(void **state)
 {
     (void)state;
-    memset(a, 0x11, RAM_PAGE);
-    memcpy(b, a, RAM_PAGE);
+    memset(a, 0x11, FERRY_RAM_PAGE_SIZE);
+    memcpy(b, a, FERRY_RAM_PAGE_SIZE);
     b[0]++;
-    size_t n = ram_delta_encode(a, b, enc, sizeof(enc));
+    size_t n = ferry_ram_delta_encode(a, b, enc, sizeof(enc));
     assert_int_equal(n, 4 + 8);
 }
 
 static void test_delta_cap(void **state)
 {
     (void)state;
-    memset(a, 0, RAM_PAGE);
-    memset(b, 0xff, RAM_PAGE);
-    assert_true(ram_delta_encode(a, b, enc, RAM_DELTA_MAX) == SIZE_MAX);
-    assert_int_equal(ram_delta_encode(a, b, enc, sizeof(enc)), 4 + RAM_PAGE);
+    memset(a, 0, FERRY_RAM_PAGE_SIZE);
+    memset(b, 0xff, FERRY_RAM_PAGE_SIZE);
+    assert_true(ferry_ram_delta_encode(a, b, enc, FERRY_RAM_DELTA_MAX) == SIZE_MAX);
+    assert_int_equal(ferry_ram_delta_encode(a, b, enc, sizeof(enc)), 4 + FERRY_RAM_PAGE_SIZE);
 }
 
 static void test_delta_hostile(void **state)
@@ -81,23 +81,23 @@ static void test_delta_hostile(void **state)
     uint8_t ops[16] = {0};
     /* word 511, 2 words: past the page */
     ops[0] = 0xff, ops[1] = 0x01, ops[2] = 2;
-    assert_int_equal(ram_delta_apply(c, ops, sizeof(ops), &err),
+    assert_int_equal(ferry_ram_delta_apply(c, ops, sizeof(ops), &err),
                      -EBADMSG);
     assert_non_null(strstr(err.msg, "out of bounds"));
     /* zero-length op */
     memset(ops, 0, sizeof(ops));
-    assert_int_equal(ram_delta_apply(c, ops, 4, &err), -EBADMSG);
+    assert_int_equal(ferry_ram_delta_apply(c, ops, 4, &err), -EBADMSG);
     /* header cut */
-    assert_int_equal(ram_delta_apply(c, ops, 3, &err), -EBADMSG);
+    assert_int_equal(ferry_ram_delta_apply(c, ops, 3, &err), -EBADMSG);
     assert_non_null(strstr(err.msg, "cut"));
     /* data shorter than the op claims */
     ops[0] = 0, ops[2] = 1;
-    assert_int_equal(ram_delta_apply(c, ops, 8, &err), -EBADMSG);
+    assert_int_equal(ferry_ram_delta_apply(c, ops, 8, &err), -EBADMSG);
 }
 
 /* A RAM stream as a destination channel reads it: zero, raw and delta runs in two blocks. */
-static uint8_t blk0[16 * RAM_PAGE] __attribute__((aligned(4096)));
-static uint8_t blk1[4 * RAM_PAGE] __attribute__((aligned(4096)));
+static uint8_t blk0[16 * FERRY_RAM_PAGE_SIZE] __attribute__((aligned(4096)));
+static uint8_t blk1[4 * FERRY_RAM_PAGE_SIZE] __attribute__((aligned(4096)));
 
 static void put_run(FerryIO *w, uint64_t first, uint32_t count, uint8_t enc)
 {
@@ -112,17 +112,17 @@ static uint8_t *build_stream(size_t *len, uint32_t bad_block)
     FerryStreamWriter *w = ferry_stream_writer_new(out, "none", NULL);
     FerryIO *p = ferry_io_mem_writer();
     /* block 0: pages 0-1 raw (0x11, 0x22), pages 2-5 zero, page 6 delta vs zero (word 3) */
-    put_run(p, 0, 2, RAM_ENC_RAW);
-    memset(a, 0x11, RAM_PAGE);
-    ferry_io_write(p, a, RAM_PAGE, NULL);
-    memset(a, 0x22, RAM_PAGE);
-    ferry_io_write(p, a, RAM_PAGE, NULL);
-    put_run(p, 2, 4, RAM_ENC_ZERO);
-    put_run(p, 6, 1, RAM_ENC_DELTA);
-    memset(a, 0, RAM_PAGE);
-    memcpy(b, a, RAM_PAGE);
+    put_run(p, 0, 2, FERRY_RAM_ENC_RAW);
+    memset(a, 0x11, FERRY_RAM_PAGE_SIZE);
+    ferry_io_write(p, a, FERRY_RAM_PAGE_SIZE, NULL);
+    memset(a, 0x22, FERRY_RAM_PAGE_SIZE);
+    ferry_io_write(p, a, FERRY_RAM_PAGE_SIZE, NULL);
+    put_run(p, 2, 4, FERRY_RAM_ENC_ZERO);
+    put_run(p, 6, 1, FERRY_RAM_ENC_DELTA);
+    memset(a, 0, FERRY_RAM_PAGE_SIZE);
+    memcpy(b, a, FERRY_RAM_PAGE_SIZE);
     b[3 * 8] = 0x5a;
-    size_t n = ram_delta_encode(a, b, enc, sizeof(enc));
+    size_t n = ferry_ram_delta_encode(a, b, enc, sizeof(enc));
     uint8_t l2[2] = {(uint8_t)n, (uint8_t)(n >> 8)};
     ferry_io_write(p, l2, 2, NULL);
     ferry_io_write(p, enc, n, NULL);
@@ -133,9 +133,9 @@ static uint8_t *build_stream(size_t *len, uint32_t bad_block)
                                                1, NULL), 0);
     /* block 1: page 3 raw 0x33 */
     ferry_io_mem_reset(p);
-    put_run(p, 3, 1, RAM_ENC_RAW);
-    memset(a, 0x33, RAM_PAGE);
-    ferry_io_write(p, a, RAM_PAGE, NULL);
+    put_run(p, 3, 1, FERRY_RAM_ENC_RAW);
+    memset(a, 0x33, FERRY_RAM_PAGE_SIZE);
+    ferry_io_write(p, a, FERRY_RAM_PAGE_SIZE, NULL);
     pd = ferry_io_mem_data(p, &plen);
     iov = (struct iovec){(void *)pd, plen};
     assert_int_equal(ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", 1, 1, &iov, 1,
@@ -181,14 +181,14 @@ static void test_stream_apply(void **state)
     if (r)
         fail_msg("apply: %s", err.msg);
     assert_int_equal(blk0[0], 0x11);
-    assert_int_equal(blk0[RAM_PAGE + 100], 0x22);
+    assert_int_equal(blk0[FERRY_RAM_PAGE_SIZE + 100], 0x22);
     for (unsigned p = 2; p < 6; p++)
-        assert_true(ram_page_is_zero(blk0 + p * RAM_PAGE)); /* 0xee cleared */
+        assert_true(ferry_ram_page_is_zero(blk0 + p * FERRY_RAM_PAGE_SIZE)); /* 0xee cleared */
     /* delta applied onto what was there (0xee...) at word 3 */
-    assert_int_equal(blk0[6 * RAM_PAGE + 24], 0xee ^ 0x5a);
-    assert_int_equal(blk0[6 * RAM_PAGE + 25], 0xee);
-    assert_int_equal(blk0[7 * RAM_PAGE], 0xee); /* untouched */
-    assert_int_equal(blk1[3 * RAM_PAGE], 0x33);
+    assert_int_equal(blk0[6 * FERRY_RAM_PAGE_SIZE + 24], 0xee ^ 0x5a);
+    assert_int_equal(blk0[6 * FERRY_RAM_PAGE_SIZE + 25], 0xee);
+    assert_int_equal(blk0[7 * FERRY_RAM_PAGE_SIZE], 0xee); /* untouched */
+    assert_int_equal(blk1[3 * FERRY_RAM_PAGE_SIZE], 0x33);
     assert_int_equal(blk1[0], 0xee);
 
     /* Cut at every byte: always an error, never a crash (the end record is missing). */
