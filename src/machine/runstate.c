@@ -10,8 +10,10 @@ static const FerryRunState table[FERRY_RUN__COUNT][FERRY_RUN_EV__COUNT] = {
     /*                  CONT              STOP                   RESET
      *                  SHUTDOWN          INCOMING_RUN           INCOMING_PAUSE
      *                  INCOMING_FAIL     OUTGOING_DONE */
+    /* outgoing-done: a paused source reset during its migration is in prelaunch at switchover;
+     * once its state lives on elsewhere it must not boot here again (found by ferry explore). */
     [FERRY_RUN_PRELAUNCH] = {FERRY_RUN_RUNNING, FERRY_RUN_PRELAUNCH, FERRY_RUN_PRELAUNCH,
-                             FERRY_RUN_SHUTDOWN, RS_NO, RS_NO, RS_NO, RS_NO},
+                             FERRY_RUN_SHUTDOWN, RS_NO, RS_NO, RS_NO, FERRY_RUN_POSTMIGRATE},
     /* cont/reset while waiting for a stream are refused: the stream decides the state. */
     [FERRY_RUN_INMIGRATE] = {RS_NO, FERRY_RUN_INMIGRATE, RS_NO, FERRY_RUN_SHUTDOWN,
                              FERRY_RUN_RUNNING, FERRY_RUN_PAUSED, FERRY_RUN_SHUTDOWN, RS_NO},
