@@ -15,6 +15,7 @@ struct FerryIO {
     int fd;
     bool own_fd;
     bool eof;            /* fd reader: read() returned 0 */
+    bool not_socket;     /* fd writer: send() said ENOTSOCK, use write() */
     uint8_t *buf;        /* writer: pending bytes (mem: all bytes); fd reader: window storage */
     size_t cap;
     const uint8_t *win;  /* reader window */

@@ -1,10 +1,14 @@
 /* Buffered byte streams over memory, fds and files, with offsets and a lazy checksum hook.
  * Readers keep a window of bytes; the hook sees each byte once, in order, when the window moves. */
 #include <endian.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "io-int.h"
@@ -132,10 +136,39 @@ uint64_t ferry_io_offset(const FerryIO *io)
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
+/* write() to a pipe or file with SIGPIPE blocked on this thread; a SIGPIPE raised by this write
+ * is consumed, so a reader that went away is the error EPIPE and nothing else. */
+static ssize_t write_nosigpipe(int fd, const void *p, size_t len)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigset_t pending;
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t n = write(fd, p, len);
+    int saved = errno;
+    if (n < 0 && saved == EPIPE && !was_pending) {
+        static const struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
 static int fd_write_all(FerryIO *io, const uint8_t *p, size_t len, FerryError *err)
 {
     while (len) {
-        ssize_t n = write(io->fd, p, len);
+        /* send() with MSG_NOSIGNAL on sockets: a peer that went away must be an error value,
+         * never a SIGPIPE that kills the process hosting the library (a migrating VM). */
+        ssize_t n = io->not_socket ? write_nosigpipe(io->fd, p, len)
+                                   : send(io->fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK) {
+            io->not_socket = true;
+            continue;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -50,13 +50,13 @@ static void *mig_proxy_conn(void *arg)
                 break;
             if (c->main && p->cut_after >= 0 && sent + n > p->cut_after) {
                 ssize_t part = (ssize_t)(p->cut_after - sent);
-                if (part > 0 && write(c->b, buf, (size_t)part) < 0)
+                if (part > 0 && send(c->b, buf, (size_t)part, MSG_NOSIGNAL) < 0)
                     break;
                 break; /* cut */
             }
             if (c->main && p->flip_at >= 0 && p->flip_at >= sent && p->flip_at < sent + n)
                 buf[p->flip_at - sent] ^= 0x20;
-            if (write(c->b, buf, (size_t)n) != n)
+            if (send(c->b, buf, (size_t)n, MSG_NOSIGNAL) != n)
                 break;
             sent += n;
             atomic_fetch_add(&p->forwarded, n);
@@ -71,7 +71,7 @@ static void *mig_proxy_conn(void *arg)
                     break;
                 cut_return_armed = true;
             }
-            if (write(c->a, buf, (size_t)n) != n)
+            if (send(c->a, buf, (size_t)n, MSG_NOSIGNAL) != n)
                 break;
         }
     }
