@@ -249,6 +249,8 @@ static const FerryQmpArg migrate_set_parameters_args[] = {
     FERRY_QMP_ARG_OPT("downtime-limit", FERRY_QMP_T_UINT64), /* milliseconds */
     FERRY_QMP_ARG_OPT("max-bandwidth", FERRY_QMP_T_UINT64),  /* bytes per second */
     FERRY_QMP_ARG_OPT("multifd-channels", FERRY_QMP_T_UINT8),
+    /* Ferry test hook (S14): none|optional|mandatory, docs/migration.md */
+    FERRY_QMP_ARG_OPT("x-ferry-test-subsection", FERRY_QMP_T_STR),
     FERRY_QMP_ARG_END,
 };
 

@@ -439,6 +439,14 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
 
 /* ---- device state ------------------------------------------------------------------------- */
 
+/* A skipped optional subsection (S14) is reported to the host, which logs it. */
+static void load_warn(void *ctx, const char *msg)
+{
+    FerryMigration *m = ctx;
+    if (m->host.on_warning)
+        m->host.on_warning(m->host.opaque, msg);
+}
+
 static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
 {
     FerryMigration *m = d->m;
@@ -481,7 +489,8 @@ static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
                             "): no such section on this destination", rec->name, rec->instance,
                             rec->offset);
     else
-        r = ferry_stream_load_state(d->main.r, desc, opaque, NULL, err);
+        r = ferry_stream_load_state(d->main.r, desc, opaque,
+                                    &(FerryLoadOpts){load_warn, m}, err);
     mig_unlock(m);
     return r;
 }

@@ -240,5 +240,42 @@ verify_progress(dst, "S6: destination")
 src.stop()
 dst.stop()
 
+# ---- S14: a subsection unknown to the destination (x-ferry-test-subsection, test only: the
+# source adds "<section>/x-ferry-test" to its first device record)
+for mode in ("optional", "mandatory"):
+    src = Vm([])
+    check(src.wait_line("READY"), f"S14 {mode}: source ready")
+    dev(src.q, "cpu", "cpu1", 1)
+    check(src.wait_line("ONLINE cpu 1"), f"S14 {mode}: cpu1 online")
+    src.q.ok("migrate-set-parameters", **{"x-ferry-test-subsection": mode})
+    port = free_port()
+    dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
+    dev(dst.q, "cpu", "cpu1", 1)
+    st = migrate(src, f"tcp:127.0.0.1:{port}")
+    err = st.get("error-desc", "")
+    if mode == "optional":
+        check(st.get("status") == "completed", f"S14 optional: migration completes ({err})")
+        time.sleep(0.3)
+        check(dst.status() == "running", "S14 optional: the destination runs")
+        verify_progress(dst, "S14 optional: destination")
+        derr = dst.stop()
+        check("warning" in derr and "x-ferry-test" in derr,
+              f"S14 optional: the destination warns naming the subsection: {derr.strip()!r}")
+    else:
+        check(st.get("status") == "failed" and "x-ferry-test" in err,
+              f"S14 mandatory: migration fails naming the subsection: {err!r}")
+        check(src.status() == "running", "S14 mandatory: the source keeps running")
+        verify_progress(src, "S14 mandatory: source")
+        try:
+            rc = dst.p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        derr = dst.stop()
+        check(rc not in (0, None) and "did not start" in derr and "x-ferry-test" in derr,
+              f"S14 mandatory: the destination exits non-zero and never ran (rc {rc}): "
+              f"{derr.strip()!r}")
+        check("VERIFY" not in dst.out(), "S14 mandatory: no guest output on the destination")
+    src.stop()
+
 print(f"\n{len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
