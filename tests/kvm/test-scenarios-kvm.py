@@ -240,6 +240,34 @@ verify_progress(dst, "S6: destination")
 src.stop()
 dst.stop()
 
+# ---- S12: the destination's management plugs and unplugs other slots in inmigrate before the
+# stream arrives; the source has a hotplug event queued (the guest is not ready yet). What the
+# destination did before the stream must not add events: the guest sees exactly the source's.
+src = Vm([], workload="dirty,mb=16,report=1,ready-delay=1500")
+check(src.wait_line("BOOT"), "S12: source booting (ready in 1.5 s)")
+dev(src.q, "cpu", "cpu1", 1)
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
+dev(dst.q, "cpu", "cpu1", 1)
+for drv, id, slot in (("cpu", "cpu3", 3), ("mem-block", "mem0", 0)):
+    r = dev(dst.q, drv, id, slot)
+    check("error" not in r, f"S12: device_add {id} on the destination in inmigrate ({r.get('error')})")
+    r = dst.q.cmd("device_del", id=id)
+    check("error" not in r, f"S12: device_del {id} on the destination in inmigrate ({r.get('error')})")
+st = migrate(src, f"tcp:127.0.0.1:{port}")
+check(st.get("status") == "completed", f"S12: migration completes ({st.get('error-desc')})")
+check("READY" not in src.out(), "S12: migrated with the source's event still queued")
+check(dst.wait_line("ONLINE cpu 1", timeout=20), "S12: the destination guest configures cpu1")
+verify_progress(dst, "S12: destination")
+dout = dst.out()
+events = re.findall(r"^(?:PLUGGED|UNPLUGGED|STALE|DUPLICATE) .*$", dout, re.M)
+check(events == ["PLUGGED cpu 1"] and "ERROR" not in dout,
+      f"S12: the destination guest sees exactly the source's event: {events}")
+check(src.q.ok("query-hotpluggable-cpus") == dst.q.ok("query-hotpluggable-cpus"),
+      "S12: query-hotpluggable-cpus equal on both sides")
+src.stop()
+dst.stop()
+
 # ---- S14: a subsection unknown to the destination (x-ferry-test-subsection, test only: the
 # source adds "<section>/x-ferry-test" to its first device record)
 for mode in ("optional", "mandatory"):
