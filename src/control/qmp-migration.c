@@ -134,6 +134,8 @@ static int qmp_set_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpErr
         p.max_bandwidth = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(args, "multifd-channels")))
         p.multifd_channels = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(args, "x-ferry-test-no-subsections"))) /* test only (S13) */
+        p.x_test_no_subsections = json_is_true(v);
     if ((v = json_object_get(args, "x-ferry-test-subsection"))) { /* test only (S14) */
         const char *s = json_string_value(v);
         if (!strcmp(s, "none"))

@@ -268,6 +268,46 @@ check(src.q.ok("query-hotpluggable-cpus") == dst.q.ok("query-hotpluggable-cpus")
 src.stop()
 dst.stop()
 
+# ---- S13 (second half): ferry-1.0 source to a destination that only knows ferry-1.0's base
+# state. Emulated with the destination's test hook x-ferry-test-no-subsections (it loads as a
+# build that knows no subsection). Control first: nothing in flight, the stream is accepted.
+for in_flight in (False, True):
+    what = "S13 in flight" if in_flight else "S13 control"
+    wl = "dirty,mb=16,report=1" + (",ready-delay=2000" if in_flight else "")
+    src = Vm(["--machine", "ferry-1.0"], workload=wl)
+    dev_after = "BOOT" if in_flight else "READY"
+    check(src.wait_line(dev_after), f"{what}: ferry-1.0 source up")
+    dev(src.q, "cpu", "cpu1", 1)
+    if not in_flight:
+        check(src.wait_line("ONLINE cpu 1"), f"{what}: cpu1 online (nothing in flight)")
+    port = free_port()
+    dst = Vm(["--machine", "ferry-1.0"], incoming=f"tcp:127.0.0.1:{port}")
+    dst.q.ok("migrate-set-parameters", **{"x-ferry-test-no-subsections": True})
+    dev(dst.q, "cpu", "cpu1", 1)
+    st = migrate(src, f"tcp:127.0.0.1:{port}")
+    err = st.get("error-desc", "")
+    if not in_flight:
+        check(st.get("status") == "completed", f"{what}: the old destination accepts ({err})")
+        verify_progress(dst, f"{what}: destination")
+        src.stop()
+        dst.stop()
+        continue
+    check("READY" not in src.out(), f"{what}: migrated with cpu1's hotplug in flight")
+    check(st.get("status") == "failed" and "unknown subsection" in err
+          and "connector/state" in err,
+          f"{what}: fails naming the unknown subsection: {err!r}")
+    check(src.status() == "running", f"{what}: the source keeps running")
+    check(src.wait_line("ONLINE cpu 1", timeout=20), f"{what}: the source guest completes the hotplug")
+    verify_progress(src, f"{what}: source")
+    try:
+        rc = dst.p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        rc = None
+    derr = dst.stop()
+    check(rc == 1 and "did not start" in derr, f"{what}: the destination exits 1, never ran "
+          f"(rc {rc})")
+    src.stop()
+
 # ---- S14: a subsection unknown to the destination (x-ferry-test-subsection, test only: the
 # source adds "<section>/x-ferry-test" to its first device record)
 for mode in ("optional", "mandatory"):

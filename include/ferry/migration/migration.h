@@ -54,6 +54,9 @@ typedef struct FerryMigParams {
     bool delta;                 /* XOR+RLE delta of re-sent pages (default true) */
     bool prefault;              /* destination: fault RAM in while waiting (default true) */
     uint32_t x_test_subsection; /* FerryMigTestSub; test only, default none */
+    /* Test only (x-ferry-test-no-subsections, S13): this destination loads device records as a
+     * build that knows no subsection would (every section's base fields only). */
+    bool x_test_no_subsections;
 } FerryMigParams;
 void ferry_mig_params_default(FerryMigParams *p);
 
