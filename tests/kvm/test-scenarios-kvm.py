@@ -2,10 +2,12 @@
 """Hotplug scenarios of DESIGN.md section 7 between real `ferry run` processes on KVM that
 test-migrate-run.py does not cover: S5 (migrate in the middle of a configure-connector
 session), S6 (unplug requested, migrated before the guest released it), S12 (stale events
-queued on the destination before the stream), S14 (subsection unknown to the destination).
+queued on the destination before the stream), S13 second half (ferry-1.0 with a hotplug in
+flight to a destination knowing only base state), S14 (subsection unknown to the destination).
 The firmware's test pacing (--workload ...,hp-step-delay=MS, docs/firmware.md) makes the
 guest announce each hotplug protocol step on its serial line and wait, so a test can migrate
-at a known point. Qmp/Vm/migrate helpers are those of test-migrate-run.py.
+at a known point. Test-only migration parameters (docs/migration.md) emulate the other
+builds of S13/S14. Qmp/Vm/migrate helpers are copied from test-migrate-run.py.
 usage: test-scenarios-kvm.py FERRY"""
 import atexit
 import json
