@@ -433,6 +433,25 @@ void ap_main(uint64_t id)
 
 /* ---- event handling (docs/guest-interface.md) ---- */
 
+/* Test pacing (hp-step-delay, docs/firmware.md): announce a hotplug protocol step on the serial
+ * line and wait, so a test can migrate at a known point of a session (S5, S6). Off when 0. */
+static void step_pause(const char *word, uint32_t kind, uint32_t slot, uint32_t step)
+{
+    if (!cfg->hp_step_delay_ms)
+        return;
+    puts_serial(word);
+    putc_serial(' ');
+    puts_serial(kind_name(kind));
+    putc_serial(' ');
+    putdec(slot);
+    puts_serial(" step ");
+    putdec(step);
+    putc_serial('\n');
+    uint64_t t0 = now_ms();
+    while (now_ms() - t0 < cfg->hp_step_delay_ms)
+        cpu_relax();
+}
+
 static void handle_add(uint32_t index)
 {
     uint32_t kind = FERRY_CONN_INDEX_KIND(index), slot = FERRY_CONN_INDEX_SLOT(index);
@@ -470,6 +489,7 @@ static void handle_add(uint32_t index)
         uint32_t tok = hp_rd(FERRY_HP_REG_RESULT0);
         if (tok == FERRY_HP_TOK_DONE)
             break;
+        step_pause("CC", kind, slot, steps);
         if (tok == FERRY_HP_TOK_PROP && kind == FERRY_CONN_MEM && window_name_is("reg")) {
             uint64_t base = window_u64(FERRY_HP_WINDOW_VALUE);
             uint64_t size = window_u64(FERRY_HP_WINDOW_VALUE + 8);
@@ -505,6 +525,7 @@ static void handle_remove(uint32_t index)
         report_error("boot-cpu", kind, slot, 0);
         return;
     }
+    step_pause("UNPLUG-WAIT", kind, slot, 0); /* requested, not yet acted on (S6) */
     /* Stop using the resource first, then isolate, then release. */
     if (kind == FERRY_CONN_CPU && state == FERRY_CONN_CONFIGURED && !cpu_offline_slot(slot)) {
         report_error("offline", kind, slot, 0);

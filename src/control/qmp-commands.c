@@ -249,6 +249,10 @@ static const FerryQmpArg migrate_set_parameters_args[] = {
     FERRY_QMP_ARG_OPT("downtime-limit", FERRY_QMP_T_UINT64), /* milliseconds */
     FERRY_QMP_ARG_OPT("max-bandwidth", FERRY_QMP_T_UINT64),  /* bytes per second */
     FERRY_QMP_ARG_OPT("multifd-channels", FERRY_QMP_T_UINT8),
+    /* Ferry test hook (S14): none|optional|mandatory, docs/migration.md */
+    FERRY_QMP_ARG_OPT("x-ferry-test-subsection", FERRY_QMP_T_STR),
+    /* Ferry test hook (S13): destination loads as a build without subsections */
+    FERRY_QMP_ARG_OPT("x-ferry-test-no-subsections", FERRY_QMP_T_BOOL),
     FERRY_QMP_ARG_END,
 };
 

@@ -134,6 +134,23 @@ static int qmp_set_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpErr
         p.max_bandwidth = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(args, "multifd-channels")))
         p.multifd_channels = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(args, "x-ferry-test-no-subsections"))) /* test only (S13) */
+        p.x_test_no_subsections = json_is_true(v);
+    if ((v = json_object_get(args, "x-ferry-test-subsection"))) { /* test only (S14) */
+        const char *s = json_string_value(v);
+        if (!strcmp(s, "none"))
+            p.x_test_subsection = FERRY_MIG_TEST_SUB_NONE;
+        else if (!strcmp(s, "optional"))
+            p.x_test_subsection = FERRY_MIG_TEST_SUB_OPTIONAL;
+        else if (!strcmp(s, "mandatory"))
+            p.x_test_subsection = FERRY_MIG_TEST_SUB_MANDATORY;
+        else {
+            FerryError bad = {0};
+            ferry_error_set(&bad, -EINVAL, "x-ferry-test-subsection '%s': none, optional or "
+                            "mandatory", s);
+            return ferry_qmp_error_from(err, &bad);
+        }
+    }
     FerryError ferr = {0};
     if (ferry_migration_set_params(c->mig, &p, &ferr) < 0)
         return ferry_qmp_error_from(err, &ferr);

@@ -90,6 +90,13 @@ static void h_pass(void *o, uint64_t pass)
     ferry_qmp_migration_emit_pass(atomic_load(&vm->srv), pass);
 }
 
+/* Stream warnings on the destination (a skipped optional subsection): on the VMM's stderr. */
+static void h_warning(void *o, const char *msg)
+{
+    (void)o;
+    fprintf(stderr, "ferry run: warning: incoming migration: %s\n", msg);
+}
+
 static bool incoming_allowed(void *o)
 {
     FerryVmMigration *vm = o;
@@ -122,6 +129,7 @@ FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstanc
         .resume = h_resume,
         .on_status = h_status,
         .on_pass = h_pass,
+        .on_warning = h_warning,
         .vcpu_add = h_vcpu_add,
         .opaque = vm,
     };

@@ -61,6 +61,7 @@ struct Dest {
     FerryVmState vms;
     bool have_vms;
     FerryRegistry *reg;
+    FerryDesc *old_descs; /* x-ferry-test-no-subsections: the stripped copies reg points to */
     atomic_bool abort;
 };
 
@@ -439,6 +440,43 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
 
 /* ---- device state ------------------------------------------------------------------------- */
 
+/* x-ferry-test-no-subsections (S13, test only): `reg` again with every description stripped of
+ * its subsections, as a build from before they existed would load. Frees `reg`. */
+static FerryRegistry *registry_without_subsections(Dest *d, FerryRegistry *reg, FerryError *err)
+{
+    size_t n = ferry_registry_count(reg);
+    FerryRegistry *out = ferry_registry_new();
+    d->old_descs = calloc(n ? n : 1, sizeof(FerryDesc));
+    if (!out || !d->old_descs) {
+        ferry_error_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *section;
+        uint32_t instance;
+        void *opaque;
+        d->old_descs[i] = *ferry_registry_entry(reg, i, &section, &instance, &opaque);
+        d->old_descs[i].subsections = NULL;
+        if (ferry_registry_add(out, section, instance, &d->old_descs[i], opaque, err) < 0)
+            goto fail;
+    }
+    ferry_registry_free(reg);
+    return out;
+fail:
+    if (out)
+        ferry_registry_free(out);
+    ferry_registry_free(reg);
+    return NULL;
+}
+
+/* A skipped optional subsection (S14) is reported to the host, which logs it. */
+static void load_warn(void *ctx, const char *msg)
+{
+    FerryMigration *m = ctx;
+    if (m->host.on_warning)
+        m->host.on_warning(m->host.opaque, msg);
+}
+
 static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
 {
     FerryMigration *m = d->m;
@@ -468,6 +506,8 @@ static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
     if (!d->reg) {
         ferry_machine_incoming_prepare(m->host.machine);
         d->reg = ferry_machine_registry(m->host.machine, err);
+        if (d->reg && m->params.x_test_no_subsections)
+            d->reg = registry_without_subsections(d, d->reg, err);
         if (!d->reg) {
             mig_unlock(m);
             return err->code ? err->code : -ENOMEM;
@@ -481,7 +521,8 @@ static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
                             "): no such section on this destination", rec->name, rec->instance,
                             rec->offset);
     else
-        r = ferry_stream_load_state(d->main.r, desc, opaque, NULL, err);
+        r = ferry_stream_load_state(d->main.r, desc, opaque,
+                                    &(FerryLoadOpts){load_warn, m}, err);
     mig_unlock(m);
     return r;
 }
@@ -825,6 +866,7 @@ void *mig_incoming_main(void *arg)
     free(d.cpus);
     if (d.reg)
         ferry_registry_free(d.reg);
+    free(d.old_descs);
     free(d.blocks);
     pthread_mutex_lock(&m->lock);
     for (unsigned i = 0; i < m->nfds; i++) {

@@ -231,6 +231,9 @@ int ferry_migration_set_params(FerryMigration *m, const FerryMigParams *p, Ferry
     if (p->downtime_limit_ms > 2000000)
         return ferry_error_set(err, -EINVAL, "downtime-limit %llu ms: at most 2000000",
                                (unsigned long long)p->downtime_limit_ms);
+    if (p->x_test_subsection > FERRY_MIG_TEST_SUB_MANDATORY)
+        return ferry_error_set(err, -EINVAL, "unknown x-ferry-test-subsection mode %u",
+                               p->x_test_subsection);
     if (p->converge > FERRY_MIG_CONVERGE_THROTTLE)
         return ferry_error_set(err, -EINVAL, "unknown convergence policy %u", p->converge);
     pthread_mutex_lock(&m->lock);

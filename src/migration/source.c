@@ -584,6 +584,46 @@ static void guest_resume(Source *src)
     src->paused = false;
 }
 
+/* x-ferry-test-subsection (S14, test only): the registry's records, the first one with an extra
+ * subsection "<section>/x-ferry-test" (one byte of its state) that no destination knows. */
+static int write_registry_test_sub(FerryStreamWriter *w, const FerryRegistry *reg, uint32_t mode,
+                                   FerryError *err)
+{
+    for (size_t i = 0; i < ferry_registry_count(reg); i++) {
+        const char *section;
+        uint32_t instance;
+        void *opaque;
+        const FerryDesc *d = ferry_registry_entry(reg, i, &section, &instance, &opaque);
+        if (i > 0) {
+            int rc = ferry_stream_write_state(w, section, instance, d, opaque, err);
+            if (rc)
+                return rc;
+            continue;
+        }
+        char name[256 + 16]; /* a section name (FerryRecord.name) + suffix */
+        snprintf(name, sizeof(name), "%s/x-ferry-test", section);
+        const FerryField fields[] = {
+            {.name = "marker", .type = FERRY_TYPE_U8, .size = 1}, /* byte 0 of the state */
+            FERRY_END,
+        };
+        const FerryDesc extra = {.name = name, .version = 1, .min_version = 1, .size = d->size,
+                                 .fields = fields};
+        FerrySubsection subs[32];
+        size_t n = 0;
+        for (; d->subsections && d->subsections[n].desc && n < 30; n++)
+            subs[n] = d->subsections[n];
+        subs[n++] = (FerrySubsection){.desc = &extra,
+                                      .optional = mode == FERRY_MIG_TEST_SUB_OPTIONAL};
+        subs[n] = (FerrySubsection){NULL};
+        FerryDesc with = *d;
+        with.subsections = subs;
+        int rc = ferry_stream_write_state(w, section, instance, &with, opaque, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int write_device_state(Source *src, FerryError *err)
 {
     FerryMigHost *h = &src->m->host;
@@ -608,7 +648,10 @@ static int write_device_state(Source *src, FerryError *err)
     if (h->machine) {
         mig_lock(src->m);
         FerryRegistry *reg = ferry_machine_registry(h->machine, err);
-        if (reg)
+        uint32_t test_sub = src->m->params.x_test_subsection;
+        if (reg && test_sub)
+            r = write_registry_test_sub(src->main.w, reg, test_sub, err);
+        else if (reg)
             r = ferry_stream_write_registry(src->main.w, reg, err);
         else
             r = err->code ? err->code : -ENOMEM;

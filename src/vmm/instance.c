@@ -107,6 +107,7 @@ static int write_fw_config(FerryInstance *in, FerryError *err)
         .dirty_mb = in->cfg.dirty_mb,
         .report_every = in->cfg.report_every,
         .ready_delay_ms = in->cfg.ready_delay_ms,
+        .hp_step_delay_ms = in->cfg.hp_step_delay_ms,
     };
     return 0;
 }

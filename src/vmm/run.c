@@ -41,7 +41,7 @@ typedef struct RunOptions {
     const char *incoming;
     char restore_uri[4096 + 8];
     bool workload_given;
-    uint32_t workload, dirty_mb, report_every, ready_delay_ms;
+    uint32_t workload, dirty_mb, report_every, ready_delay_ms, hp_step_delay_ms;
 } RunOptions;
 
 typedef struct RunOption {
@@ -237,7 +237,7 @@ static int parse_restore(RunOptions *o, const char *v, FerryError *err)
     return 0;
 }
 
-/* KIND[,mb=N][,report=N][,ready-delay=MS] with KIND idle or dirty (docs/firmware.md). */
+/* KIND[,mb=N][,report=N][,ready-delay=MS][,hp-step-delay=MS] with KIND idle or dirty (docs/firmware.md). */
 static int parse_workload(RunOptions *o, const char *v, FerryError *err)
 {
     char buf[128];
@@ -270,10 +270,12 @@ static int parse_workload(RunOptions *o, const char *v, FerryError *err)
             r = parse_uint("workload", eq, "report", 1000000, &o->report_every, err);
         else if (!strcmp(tok, "ready-delay"))
             r = parse_uint("workload", eq, "ready-delay", 600000, &o->ready_delay_ms, err);
+        else if (!strcmp(tok, "hp-step-delay"))
+            r = parse_uint("workload", eq, "hp-step-delay", 600000, &o->hp_step_delay_ms, err);
         else
             return ferry_error_set(err, -EINVAL,
                                    "--workload '%s': unknown parameter '%s' (mb, "
-                                   "report, ready-delay)",
+                                   "report, ready-delay, hp-step-delay)",
                                    v, tok);
         if (r < 0)
             return r;
@@ -309,7 +311,7 @@ static const RunOption run_options[] = {
      parse_incoming},
     {"restore", "FILE", "resume the snapshot FILE (written by QMP migrate file:FILE)",
      parse_restore},
-    {"workload", "KIND[,mb=N,report=N,ready-delay=MS]",
+    {"workload", "KIND[,mb=N,report=N,ready-delay=MS,hp-step-delay=MS]",
      "built-in firmware workload: idle "
      "(default) or dirty (verified page dirtying of mb MiB, default 100)",
      parse_workload},
@@ -520,7 +522,8 @@ static int run_vm(const RunOptions *o, FerryError *err)
                               .workload = o->workload,
                               .dirty_mb = o->dirty_mb,
                               .report_every = o->report_every,
-                              .ready_delay_ms = o->ready_delay_ms};
+                              .ready_delay_ms = o->ready_delay_ms,
+                              .hp_step_delay_ms = o->hp_step_delay_ms};
     if (o->boot_sector) {
         r = load_file("boot-sector", o->boot_sector, 1 << 20, &image, &image_len, err);
         if (r == 0 && image_len != FERRY_BOOT_SECTOR_SIZE) {

@@ -36,6 +36,14 @@ typedef enum FerryMigConverge {
     FERRY_MIG_CONVERGE_THROTTLE = 1,   /* after max_passes: throttle vCPUs in 20 % steps */
 } FerryMigConverge;
 
+/* Test only (x-ferry-test-subsection, docs/migration.md): the source adds one subsection that
+ * no destination knows, "<section>/x-ferry-test", to its first device record (S14). */
+typedef enum FerryMigTestSub {
+    FERRY_MIG_TEST_SUB_NONE = 0,      /* default */
+    FERRY_MIG_TEST_SUB_OPTIONAL = 1,  /* marked optional: a destination skips it with a warning */
+    FERRY_MIG_TEST_SUB_MANDATORY = 2, /* required: every destination refuses the stream */
+} FerryMigTestSub;
+
 typedef struct FerryMigParams {
     uint64_t downtime_limit_ms; /* default 300 (QEMU's) */
     uint64_t max_bandwidth;     /* bytes/s; 0 = unlimited (default) */
@@ -45,6 +53,10 @@ typedef struct FerryMigParams {
     uint32_t converge;          /* FerryMigConverge */
     bool delta;                 /* XOR+RLE delta of re-sent pages (default true) */
     bool prefault;              /* destination: fault RAM in while waiting (default true) */
+    uint32_t x_test_subsection; /* FerryMigTestSub; test only, default none */
+    /* Test only (x-ferry-test-no-subsections, S13): this destination loads device records as a
+     * build that knows no subsection would (every section's base fields only). */
+    bool x_test_no_subsections;
 } FerryMigParams;
 void ferry_mig_params_default(FerryMigParams *p);
 
@@ -102,6 +114,9 @@ typedef struct FerryMigHost {
      * FAILED means it must never run (the host shuts it down). */
     void (*on_status)(void *opaque, FerryMigStatus status);
     void (*on_pass)(void *opaque, uint64_t pass);
+    /* Destination: a warning about the stream that does not fail the load (an optional
+     * subsection this build does not know was skipped). NULL: dropped. Engine threads. */
+    void (*on_warning)(void *opaque, const char *msg);
     /* Destination: a vCPU id in the stream that the VM lacks. Return it created (started or
      * not: the engine calls ferry_vcpu_start), NULL + err to refuse. NULL hook: the engine
      * creates it with ferry_vcpus_add. */

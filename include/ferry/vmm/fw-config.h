@@ -35,7 +35,7 @@ typedef struct FerryFwConfig {
     uint32_t dirty_mb;
     uint32_t report_every;   /* print "VERIFY ok pass=N" every N passes (>= 1) */
     uint32_t ready_delay_ms; /* wait this long after "BOOT" before declaring readiness (S7) */
-    uint32_t reserved0;
+    uint32_t hp_step_delay_ms; /* test pacing: wait between hotplug protocol steps (S5/S6) */
     /* Written by the firmware before it declares readiness; 0 until then. */
     uint64_t ap_entry;      /* 64-bit entry of application processors (RDI = APIC id) */
     uint64_t ap_stack_base; /* AP with id n gets RSP = ap_stack_base + (n + 1) * ap_stack_size */
