@@ -7,7 +7,7 @@ flight to a destination knowing only base state), S14 (subsection unknown to the
 The firmware's test pacing (--workload ...,hp-step-delay=MS, docs/firmware.md) makes the
 guest announce each hotplug protocol step on its serial line and wait, so a test can migrate
 at a known point. Test-only migration parameters (docs/migration.md) emulate the other
-builds of S13/S14. Qmp/Vm/migrate helpers are copied from test-migrate-run.py.
+builds of S13/S14. Qmp/Vm/migrate helpers come from ferrykvm.py.
 usage: test-scenarios-kvm.py FERRY"""
 import atexit
 import json
@@ -19,148 +19,11 @@ import sys
 import tempfile
 import time
 
-ferry = sys.argv[1]
-failures = []
-tmp = tempfile.mkdtemp(prefix="ferry-scen-kvm-")
+import ferrykvm  # noqa: E402
+from ferrykvm import Qmp, Vm, check, dev, free_port, migrate, verify_progress  # noqa: E402,F401
 
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-    print("\n*** SKIPPED kvm-scenarios: /dev/kvm is not usable; nothing ran ***\n",
-          file=sys.stderr)
-    sys.exit(77)
-
-
-class Qmp:
-    def __init__(self, path, timeout=20):
-        end = time.time() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX)
-                self.s.connect(path)
-                break
-            except OSError:
-                self.s.close()
-                if time.time() > end:
-                    raise
-                time.sleep(0.02)
-        self.f = self.s.makefile("rw")
-        json.loads(self.f.readline())
-        self.events = []
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
-        while True:
-            r = json.loads(self.f.readline())
-            if "event" in r:
-                self.events.append(r)
-                continue
-            return r
-
-    def ok(self, name, **args):
-        r = self.cmd(name, **args)
-        if "error" in r:
-            raise RuntimeError(f"{name} {args}: {r['error']['desc']}")
-        return r["return"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Vm:
-    n = 0
-    all = []
-
-    def __init__(self, extra, incoming=None, workload="dirty,mb=16,report=1"):
-        Vm.n += 1
-        self.name = f"vm{Vm.n}"
-        self.qmp_path = os.path.join(tmp, self.name + ".qmp")
-        self.log = os.path.join(tmp, self.name + ".log")
-        args = [ferry, "run", "--memory", "256M", "--maxmem", "384M", "--smp", "1,maxcpus=4",
-                "--workload", workload, "--qmp", "unix:" + self.qmp_path, "--serial", self.log]
-        args += extra
-        if incoming:
-            args += ["--incoming", incoming]
-        self.p = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-        Vm.all.append(self)
-        self.q = Qmp(self.qmp_path)
-        if incoming:  # QMP comes up first; the listener right after
-            end = time.time() + 10
-            while self.q.ok("query-migrate").get("status") != "setup" and time.time() < end:
-                time.sleep(0.01)
-
-    def out(self):
-        try:
-            with open(self.log) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait_line(self, text, timeout=20, after=0):
-        end = time.time() + timeout
-        while time.time() < end:
-            if text in self.out()[after:]:
-                return True
-            time.sleep(0.02)
-        return False
-
-    def status(self):
-        return self.q.ok("query-status")["status"]
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        return self.p.stderr.read()
-
-
-@atexit.register
-def _kill_all():
-    for vm in Vm.all:
-        if vm.p.poll() is None:
-            vm.p.kill()
-
-
-def migrate(src, uri, timeout=30):
-    src.q.ok("migrate", uri=uri)
-    end = time.time() + timeout
-    while time.time() < end:
-        st = src.q.ok("query-migrate")
-        if st.get("status") in ("completed", "failed", "cancelled"):
-            return st
-        time.sleep(0.02)
-    return st
-
-
-def verify_progress(vm, what, passes=2, timeout=20):
-    """The workload keeps verifying: `passes` more VERIFY ok lines, and never a FAIL."""
-    start = vm.out().count("VERIFY ok")
-    end = time.time() + timeout
-    while time.time() < end and vm.out().count("VERIFY ok") < start + passes:
-        time.sleep(0.05)
-    out = vm.out()
-    check(out.count("VERIFY ok") >= start + passes and "VERIFY FAIL" not in out,
-          f"{what}: the guest's verifier keeps saying VERIFY ok")
-
-
-def dev(q, driver, id, slot):
-    return q.cmd("device_add", driver=driver, id=id, slot=slot)
-
+ferrykvm.init(sys.argv[1], "kvm-scenarios", "ferry-scen-kvm-")
+ferry, tmp, failures = ferrykvm.ferry, ferrykvm.tmp, ferrykvm.failures
 
 
 def wait_event(q, name, timeout=20, **data):
