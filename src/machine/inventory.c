@@ -258,11 +258,20 @@ int ferry_inventory_check(const FerryInventory *src, const FerryInventory *dst, 
     if (n == 0)
         return 0;
     /* One line per mismatch becomes "; "-separated in the single-line error. */
-    for (char *p = report; p && *p; p++)
-        if (*p == '\n')
-            *p = p[1] ? ';' : '\0';
+    char *joined = NULL;
+    size_t jlen = 0;
+    FILE *f = open_memstream(&joined, &jlen);
+    if (f) {
+        for (const char *line = report; line && *line;) {
+            size_t l = strcspn(line, "\n");
+            fprintf(f, "%s%.*s", line == report ? "" : "; ", (int)l, line);
+            line += l + (line[l] == '\n');
+        }
+        fclose(f);
+    }
     ferry_error_set(err, -EPROTO, "handshake refused: %d mismatch%s: %s", n, n == 1 ? "" : "es",
-                    report ? report : "");
+                    joined ? joined : "out of memory listing them");
+    free(joined);
     free(report);
     return -EPROTO;
 }

@@ -250,6 +250,18 @@ static void inventory_compare(void **state)
     assert_true(ferry_inventory_check(alien, back, &err) < 0);
     assert_non_null(strstr(err.msg, "handshake refused: 1 mismatch: device 'cpu0': model "
                                     "'ferry-cpu-v9' is unknown to the destination"));
+    /* several mismatches, the machine type first, "; "-separated on one line */
+    FerryMachine *c = mk("ferry-1.0", true);
+    add_ok(c, "card,id=nic,slot=1,ext-status=off");
+    FerryInventory *ic = ferry_machine_inventory(c);
+    assert_true(ferry_inventory_check(ia, ic, &err) < 0);
+    assert_string_equal(err.msg,
+                        "handshake refused: 3 mismatches: machine type 'ferry-2.0' on the source, "
+                        "'ferry-1.0' on the destination; device 'mem0' (mem-block, model "
+                        "ferry-mem-block-v1) is missing on the destination; device 'nic': "
+                        "parameter 'ext-status' is 'on' on the source, 'off' on the destination");
+    ferry_inventory_free(ic);
+    ferry_machine_free(c);
     json_object_set_new(j, "devices", json_integer(3));
     assert_null(ferry_inventory_from_json(j, &err));
     assert_non_null(strstr(err.msg, ".devices"));
