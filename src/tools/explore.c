@@ -1,5 +1,6 @@
 /* ferry explore: exhaustive interleavings of hotplug, guest, reset and migration actions on the
  * machine model, with invariants at every state; prints the shortest trace of a violation. */
+#include "ferry/machine/device.h"
 #include "ferry/tools/explore.h"
 
 #include "commands.h"
@@ -15,7 +16,7 @@ static void usage(FILE *out)
     fprintf(
         out,
         "usage: ferry explore [options]\n"
-        "       ferry explore [options] --replay TRACE|@FILE [--emit-c]\n\n"
+        "       ferry explore [options] --replay TRACE|@FILE [--emit-c[=FILE]]\n\n"
         "Explores every sequence of up to D actions (device_add/device_del per slot, guest\n"
         "protocol steps, system_reset, migration start, switchover into a destination built\n"
         "from the command line, by device_add, or with stale plug leftovers) and checks the\n"
@@ -35,7 +36,8 @@ static void usage(FILE *out)
         "  --bfs | --dfs      search order (default bfs: shortest counterexample)\n"
         "  --progress         per-depth counts on stderr\n"
         "  --replay TRACE     apply 'add 0; cont; ...' (or @FILE) and check it\n"
-        "  --emit-c           with a violation, print a cmocka test that replays it\n\n"
+        "  --emit-c[=FILE]    with a violation, print (or write to FILE) a cmocka test that\n"
+        "                     replays it\n\n"
         "Exit status: 0 no violation, 1 violation (or error), 2 usage.\n");
 }
 
@@ -105,30 +107,30 @@ static void options_text(const FerryExploreConfig *cfg, char *buf, size_t len)
              cfg->machine_type ? cfg->machine_type : "", pol);
 }
 
-static void emit_c(const FerryExploreConfig *cfg, const FerryExploreResult *res)
+static void emit_c(FILE *out, const FerryExploreConfig *cfg, const FerryExploreResult *res)
 {
     const FerryMachinePolicy *p = &cfg->policy;
-    printf("/* Replays the counterexample found by ferry explore: %s */\n", res->message);
-    printf("static void replay_counterexample(void **state)\n{\n    (void)state;\n");
-    printf("    FerryExploreConfig cfg = {.slots = %u, .cpu_slots = %u, .mem_slots = %u%s%s%s, "
+    fprintf(out, "/* Replays the counterexample found by ferry explore: %s */\n", res->message);
+    fprintf(out, "static void replay_counterexample(void **state)\n{\n    (void)state;\n");
+    fprintf(out, "    FerryExploreConfig cfg = {.slots = %u, .cpu_slots = %u, .mem_slots = %u%s%s%s, "
            ".policy = {",
            cfg->slots ? cfg->slots : 2, cfg->cpu_slots, cfg->mem_slots,
            cfg->machine_type ? ", .machine_type = \"" : "",
            cfg->machine_type ? cfg->machine_type : "", cfg->machine_type ? "\"" : "");
-    printf("%s%s%s%s%s%s}};\n", p->events_load_append ? ".events_load_append = true, " : "",
+    fprintf(out, "%s%s%s%s%s%s}};\n", p->events_load_append ? ".events_load_append = true, " : "",
            p->inmigrate_hotplug ? ".inmigrate_hotplug = true, " : "",
            p->edge_notify ? ".edge_notify = true, " : "",
            p->conn_state_subsection ? ".conn_state_subsection = true, " : "",
            p->keep_dest_connectors ? ".keep_dest_connectors = true, " : "",
            p->keep_dest_events ? ".keep_dest_events = true, " : "");
-    printf("    FerryExploreResult res;\n    FerryError err = {0};\n");
-    printf("    assert_int_equal(ferry_explore_replay(&cfg, \"%s\", NULL, &res, &err), 0);\n",
+    fprintf(out, "    FerryExploreResult res;\n    FerryError err = {0};\n");
+    fprintf(out, "    assert_int_equal(ferry_explore_replay(&cfg, \"%s\", NULL, &res, &err), 0);\n",
            res->trace);
-    printf("    assert_true(res.violation);\n");
-    printf("    cfg.policy = (FerryMachinePolicy){0}; /* the real policy passes */\n");
-    printf("    assert_int_equal(ferry_explore_replay(&cfg, \"%s\", NULL, &res, &err), 0);\n",
+    fprintf(out, "    assert_true(res.violation);\n");
+    fprintf(out, "    cfg.policy = (FerryMachinePolicy){0}; /* the real policy passes */\n");
+    fprintf(out, "    assert_int_equal(ferry_explore_replay(&cfg, \"%s\", NULL, &res, &err), 0);\n",
            res->trace);
-    printf("    assert_false(res.violation);\n}\n");
+    fprintf(out, "    assert_false(res.violation);\n}\n");
 }
 
 static int run(int argc, char **argv)
@@ -141,7 +143,7 @@ static int run(int argc, char **argv)
         {"bfs", no_argument, NULL, 'B'},
         {"dfs", no_argument, NULL, 'D'},
         {"replay", required_argument, NULL, 'r'},
-        {"emit-c", no_argument, NULL, 'c'},
+        {"emit-c", optional_argument, NULL, 'c'},
         {"progress", no_argument, NULL, 'P'},
         {"destinations", required_argument, NULL, 'v'},
         {"count-guest", no_argument, NULL, 'g'},
@@ -153,6 +155,7 @@ static int run(int argc, char **argv)
     FerryExploreConfig cfg = {0};
     const char *replay = NULL;
     bool want_c = false;
+    const char *c_path = NULL;
     FerryError err = {0};
     optind = 1;
     int opt;
@@ -161,12 +164,28 @@ static int run(int argc, char **argv)
         case 's':
             if (parse_u32("--slots", optarg, &cfg.slots) < 0)
                 return 2;
+            if (cfg.slots < 1 || cfg.slots > 8) {
+                fprintf(stderr, "ferry explore: --slots %u: between 1 and 8 card slots\n",
+                        cfg.slots);
+                return 2;
+            }
             break;
         case 'd':
             if (parse_u32("--depth", optarg, &cfg.depth) < 0)
                 return 2;
+            if (cfg.depth < 1) {
+                fprintf(stderr, "ferry explore: --depth 0: at least one action\n");
+                return 2;
+            }
             break;
         case 'm':
+            if (!ferry_machine_type_find(optarg)) {
+                fprintf(stderr, "ferry explore: --machine '%s': unknown machine type (", optarg);
+                for (size_t i = 0; ferry_machine_type_at(i); i++)
+                    fprintf(stderr, "%s%s", i ? ", " : "", ferry_machine_type_at(i)->name);
+                fprintf(stderr, ")\n");
+                return 2;
+            }
             cfg.machine_type = optarg;
             break;
         case 'p':
@@ -186,6 +205,7 @@ static int run(int argc, char **argv)
             break;
         case 'c':
             want_c = true;
+            c_path = optarg;
             break;
         case 'P':
             cfg.progress = stderr;
@@ -196,10 +216,18 @@ static int run(int argc, char **argv)
         case 'C':
             if (parse_u32("--cpu-slots", optarg, &cfg.cpu_slots) < 0)
                 return 2;
+            if (cfg.cpu_slots > 4) {
+                fprintf(stderr, "ferry explore: --cpu-slots %u: at most 4\n", cfg.cpu_slots);
+                return 2;
+            }
             break;
         case 'M':
             if (parse_u32("--mem-slots", optarg, &cfg.mem_slots) < 0)
                 return 2;
+            if (cfg.mem_slots > 4) {
+                fprintf(stderr, "ferry explore: --mem-slots %u: at most 4\n", cfg.mem_slots);
+                return 2;
+            }
             break;
         case 'v':
             if (parse_destinations(optarg, &cfg.destinations) < 0)
@@ -259,8 +287,20 @@ static int run(int argc, char **argv)
     printf("VIOLATION after %u action(s): %s\n", res.trace_len, res.message);
     printf("trace: %s\n", res.trace);
     printf("replay: ferry explore %s --replay '%s'\n", opts, res.trace);
-    if (want_c)
-        emit_c(&cfg, &res);
+    if (want_c) {
+        FILE *out = c_path ? fopen(c_path, "w") : stdout;
+        if (!out) {
+            fprintf(stderr, "ferry explore: --emit-c=%s: %s\n", c_path, strerror(errno));
+            return 2;
+        }
+        emit_c(out, &cfg, &res);
+        if (c_path && fclose(out) != 0) {
+            fprintf(stderr, "ferry explore: --emit-c=%s: %s\n", c_path, strerror(errno));
+            return 2;
+        }
+        if (c_path)
+            printf("cmocka test written to %s\n", c_path);
+    }
     return 1;
 }
 
