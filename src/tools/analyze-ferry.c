@@ -261,11 +261,13 @@ int ferry_analyze_ferry_fd(const char *name, int fd, const FerryAnalyzeOpts *o)
             const FerryDesc *d = schema ? ferry_registry_find(ferry_schema_registry(schema),
                                                               rec.name, rec.instance, NULL)
                                         : NULL;
-            bool wanted = !o->extract && (!o->section || !strcmp(o->section, rec.name));
-            if ((rc = add_sec(t, &rec, d != NULL)))
-                break;
             char key[300];
             snprintf(key, sizeof(key), "%s (%u)", rec.name, rec.instance);
+            /* --section takes the name or the JSON key, as for QEMU streams. */
+            bool wanted = !o->extract && (!o->section || !strcmp(o->section, rec.name) ||
+                                          !strcmp(o->section, key));
+            if ((rc = add_sec(t, &rec, d != NULL)))
+                break;
             if (d && wanted && !o->summary) {
                 json_t *j = ferry_stream_payload_json(r, d, &lopts, &err);
                 if (!j) {

@@ -751,7 +751,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: ferry analyze [--summary] [--section NAME] [--extract-ram DIR] "
                "[--no-vmdesc] FILE|-\n"
-               "  Decode a migration stream (QEMU 7.2 format version 3).\n"
+               "  Decode a migration stream: Ferry stream v1 or QEMU 7.2 (format version 3), detected\n"
+               "  from its first bytes.\n"
                "  default        JSON like QEMU's scripts/analyze-migration.py\n"
                "  --summary      machine, sections with sizes, RAM page kinds, footers, trailer\n"
                "  --section NAME only sections whose idstr (or \"idstr (id)\") is NAME\n"
@@ -795,7 +796,20 @@ static int spool_stdin(FerryError *err)
 static int analyze_other(Analyze *a, const char *name, int fd, const uint8_t *magic, size_t n)
 {
     if (n < FERRY_STREAM_MAGIC_LEN || memcmp(magic, FERRY_STREAM_MAGIC, FERRY_STREAM_MAGIC_LEN)) {
-        fprintf(stderr, "ferry analyze: %s: neither a QEMU nor a Ferry migration stream\n", name);
+        /* A stream cut inside its magic is a truncation, not an unknown format. */
+        static const uint8_t qemu_magic[4] = {'Q', 'E', 'V', 'M'};
+        if (n > 0 && n < FERRY_STREAM_MAGIC_LEN &&
+            (!memcmp(magic, FERRY_STREAM_MAGIC, n) ||
+             (n < sizeof(qemu_magic) && !memcmp(magic, qemu_magic, n))))
+            fprintf(stderr,
+                    "ferry analyze: %s: at 0x0: reading the stream magic: stream ended after "
+                    "%zu byte%s\n",
+                    name, n, n == 1 ? "" : "s");
+        else if (n == 0)
+            fprintf(stderr, "ferry analyze: %s: empty input\n", name);
+        else
+            fprintf(stderr, "ferry analyze: %s: neither a QEMU nor a Ferry migration stream\n",
+                    name);
         return 1;
     }
     FerryAnalyzeOpts o = {.summary = a->summary, .section = a->section, .extract = a->extract,
@@ -905,10 +919,13 @@ static int run_analyze(int argc, char **argv)
     jo.f = stdout;
     a.jo = &jo;
     int status;
-    if (n >= 4 && ferry_qemu_probe(magic, (size_t)n))
+    if (n < 0) {
+        fprintf(stderr, "ferry analyze: %s: %s\n", name, strerror(errno));
+        status = 1;
+    } else if (n >= 4 && ferry_qemu_probe(magic, (size_t)n))
         status = analyze_qemu(&a, name, fd, flags);
     else
-        status = analyze_other(&a, name, fd, magic, n > 0 ? (size_t)n : 0);
+        status = analyze_other(&a, name, fd, magic, (size_t)n);
     for (size_t i = 0; i < a.n_blocks; i++)
         if (a.blocks[i].fd >= 0)
             close(a.blocks[i].fd);

@@ -9,8 +9,9 @@ A case directory holds:
                    tests/cases/inputs/) then one op per line, applied in order:
                    "head <hexlen>", "set <hexoff> <hexbytes>", "cut <hexstart> <hexend>",
                    "append <hexbytes>" -- truncated/corrupted variants are built at test time
-  expected         exact stdout            | expected-sha256: sha256 of stdout
+  expected         exact stdout (the @out path printed as "@out") | expected-sha256: of stdout
   expected-stderr  exact stderr (default: must be empty when status is 0)
+  stdin            optional: one path (@corpus/..., @input) fed to the command's standard input
   status           exit status (default 0)
   expected-files   lines "<path under @out> <size> <sha256> [sparse]"
 """
@@ -84,6 +85,7 @@ def main():
     corpus = find_corpus(corpus)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out")
+        os.mkdir(out)
         inp = build_input(corpus, case, tmp) if os.path.exists(os.path.join(case, "mutate")) else None
         args = []
         for a in shlex.split(read(os.path.join(case, "cmd")).decode()):
@@ -92,7 +94,15 @@ def main():
                 a = inp
             a = a.replace("@out", out)
             args.append(a)
-        p = subprocess.run([ferry] + args, capture_output=True, timeout=120)
+        stdin = read(os.path.join(case, "stdin"))
+        if stdin is not None:
+            spec = stdin.decode().strip()
+            spec = inp if spec == "@input" else spec.replace("@corpus/", corpus.rstrip("/") + "/")
+            with open(spec, "rb") as f:
+                p = subprocess.run([ferry] + args, stdin=f, capture_output=True, timeout=120)
+        else:
+            p = subprocess.run([ferry] + args, capture_output=True, timeout=120)
+        p.stdout = p.stdout.replace(out.encode(), b"@out")
         want_status = int(read(os.path.join(case, "status"), b"0"))
         if p.returncode != want_status:
             fail("exit status %d, expected %d; stderr: %s" % (p.returncode, want_status,
