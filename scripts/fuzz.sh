@@ -8,10 +8,10 @@ if [ ! -f "$dir/build.ninja" ]; then
     CC=clang meson setup "$dir" -Dfuzz=true -Dtests=false -Db_lundef=false \
         -Db_sanitize=address,undefined >/dev/null
 fi
+: > "$dir/fuzz-summary.txt" # never a stale summary from an earlier run
 ninja -C "$dir" >"$dir.ninja.log" 2>&1 || { tail -40 "$dir.ninja.log"; exit 1; }
 [ "$mode" = run ] || exit 0
 secs=${FUZZ_SECONDS:-60}
-: > "$dir/fuzz-summary.txt"
 mkdir -p .fuzz-artifacts
 harnesses=($(find "$dir/tests/fuzz" -maxdepth 1 -type f -name "fuzz-*" -perm -u+x | sort))
 [ -x "${harnesses[0]}" ] || { echo "fuzz: no harness was built in $dir" >&2; exit 1; }
