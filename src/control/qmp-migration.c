@@ -8,7 +8,7 @@
 
 struct FerryQmpMigration {
     FerryMigration *mig;
-    FerryQmpIncomingAllowedFn allowed;
+    FerryQmpIncomingFn incoming;
     void *opaque;
 };
 typedef struct FerryQmpMigration MigCtx;
@@ -35,12 +35,10 @@ static int qmp_migrate_incoming(void *ctx, json_t *args, json_t **ret, FerryQmpE
     (void)ret;
     MigCtx *c = ctx;
     FerryError ferr = {0};
-    if (c->allowed && !c->allowed(c->opaque))
-        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                   "The incoming migration has already been started or the VM "
-                                   "was not started with --incoming");
     const char *uri = json_string_value(json_object_get(args, "uri"));
-    if (ferry_migration_incoming(c->mig, uri, &ferr) < 0)
+    int r = c->incoming ? c->incoming(c->opaque, uri, &ferr)
+                        : ferry_migration_incoming(c->mig, uri, &ferr);
+    if (r < 0)
         return ferry_qmp_error_from(err, &ferr);
     return 0;
 }
@@ -174,7 +172,7 @@ static int qmp_query_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpE
 }
 
 FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMigration *mig,
-                                                FerryQmpIncomingAllowedFn incoming_allowed,
+                                                FerryQmpIncomingFn incoming,
                                                 void *opaque, FerryError *err)
 {
     MigCtx *c = calloc(1, sizeof(*c));
@@ -183,7 +181,7 @@ FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMig
         return NULL;
     }
     c->mig = mig;
-    c->allowed = incoming_allowed;
+    c->incoming = incoming;
     c->opaque = opaque;
     static const struct {
         const char *name;

@@ -15,7 +15,12 @@ struct FerryVmMigration {
     FerryQmpMigration *qm;
     _Atomic(FerryQmpServer *) srv;
     bool autostart;
+    /* Set once an incoming migration was started (--incoming URI, or QMP migrate-incoming after
+     * --incoming defer); cleared again when starting it failed, so a corrected URI may follow
+     * (QEMU's `once`). */
     atomic_bool incoming_started;
+    /* STOP was emitted at switchover: a resume after failure or cancel emits RESUME. */
+    atomic_bool stop_emitted;
     FerryVmMigrationFailFn fail;
     void *opaque;
 };
@@ -30,6 +35,24 @@ static void h_resume(void *o)
     /* Only a running VM gets its vCPUs back (a VM paused before the migration stays paused). */
     if (ferry_instance_runstate(vm->inst) == FERRY_RUN_RUNNING)
         ferry_instance_resume_vcpus(vm->inst);
+}
+
+/* QEMU emits STOP when the source stops for the final pass (it enters finish-migrate) and
+ * RESUME when a failed or cancelled migration gives the guest back; only a running VM. */
+static void h_switchover_stop(void *o, bool stopped)
+{
+    FerryVmMigration *vm = o;
+    FerryQmpServer *srv = atomic_load(&vm->srv);
+    if (stopped) {
+        if (ferry_instance_runstate(vm->inst) != FERRY_RUN_RUNNING)
+            return;
+        atomic_store(&vm->stop_emitted, true);
+        if (srv)
+            ferry_qmp_emit(srv, "STOP", NULL, NULL);
+    } else if (atomic_exchange(&vm->stop_emitted, false) &&
+               ferry_instance_runstate(vm->inst) == FERRY_RUN_RUNNING && srv) {
+        ferry_qmp_emit(srv, "RESUME", NULL, NULL);
+    }
 }
 
 static void h_set_active(void *o, bool active)
@@ -97,11 +120,23 @@ static void h_warning(void *o, const char *msg)
     fprintf(stderr, "ferry run: warning: incoming migration: %s\n", msg);
 }
 
-static bool incoming_allowed(void *o)
+/* QEMU 7.2's qmp_migrate_incoming checks, in its order and words: a started incoming
+ * migration first (--incoming URI starts one at launch), then the inmigrate run state (only
+ * --incoming gives it). */
+static int start_incoming(void *o, const char *uri, FerryError *err)
 {
     FerryVmMigration *vm = o;
-    return ferry_instance_runstate(vm->inst) == FERRY_RUN_INMIGRATE &&
-           !atomic_load(&vm->incoming_started);
+    bool was = false;
+    if (!atomic_compare_exchange_strong(&vm->incoming_started, &was, true))
+        return ferry_error_set(err, -EBUSY, "The incoming migration has already been started");
+    int r;
+    if (ferry_instance_runstate(vm->inst) != FERRY_RUN_INMIGRATE)
+        r = ferry_error_set(err, -EINVAL, "'-incoming' was not specified on the command line");
+    else
+        r = ferry_migration_incoming(vm->mig, uri, err);
+    if (r < 0)
+        atomic_store(&vm->incoming_started, false);
+    return r;
 }
 
 FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstance *inst,
@@ -127,6 +162,7 @@ FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstanc
         .vcpu_at = h_vcpu_at,
         .stop = h_stop,
         .resume = h_resume,
+        .on_switchover_stop = h_switchover_stop,
         .on_status = h_status,
         .on_pass = h_pass,
         .on_warning = h_warning,
@@ -137,7 +173,7 @@ FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstanc
     if (!vm->mig)
         goto err_free;
     if (cmds) {
-        vm->qm = ferry_qmp_migration_register(cmds, vm->mig, incoming_allowed, vm, err);
+        vm->qm = ferry_qmp_migration_register(cmds, vm->mig, start_incoming, vm, err);
         if (!vm->qm)
             goto err_free_mig;
     }
@@ -165,13 +201,7 @@ void ferry_vm_migration_set_server(FerryVmMigration *vm, FerryQmpServer *srv)
 
 int ferry_vm_migration_incoming(FerryVmMigration *vm, const char *uri, FerryError *err)
 {
-    if (!incoming_allowed(vm))
-        return ferry_error_set(err, -EINVAL, "incoming migration: the VM is not waiting in "
-                               "'inmigrate'");
-    int r = ferry_migration_incoming(vm->mig, uri, err);
-    if (r == 0)
-        atomic_store(&vm->incoming_started, true);
-    return r;
+    return start_incoming(vm, uri, err);
 }
 
 FerryMigration *ferry_vm_migration_engine(FerryVmMigration *vm)

@@ -570,6 +570,8 @@ static void guest_stop(Source *src)
     else
         ferry_vcpus_pause(h->vcpus);
     src->paused = true;
+    if (h->on_switchover_stop)
+        h->on_switchover_stop(h->opaque, true);
 }
 
 static void guest_resume(Source *src)
@@ -582,6 +584,8 @@ static void guest_resume(Source *src)
     else
         ferry_vcpus_resume(h->vcpus);
     src->paused = false;
+    if (h->on_switchover_stop)
+        h->on_switchover_stop(h->opaque, false);
 }
 
 /* x-ferry-test-subsection (S14, test only): the registry's records, the first one with an extra
@@ -962,10 +966,10 @@ static int source_run(Source *src, FerryError *err)
     throttle_end(src);
     if ((r = drain(src, err)) < 0)
         return r;
-    mig_set_status(m, FERRY_MIG_DEVICE);
     uint64_t t_stop = mig_now_ns();
     atomic_store(&src->switchover, true);
     guest_stop(src);
+    mig_set_status(m, FERRY_MIG_DEVICE);
     uint64_t t0 = mig_now_ns();
     r = fetch_dirty(src, true, &dirty, err);
     if (!r)

@@ -109,6 +109,10 @@ typedef struct FerryMigHost {
      * in step (STOP/RESUME events). Called from engine threads. */
     void (*stop)(void *opaque);
     void (*resume)(void *opaque);
+    /* Source: the guest was stopped for switchover (true; before status `device`, as QEMU
+     * emits STOP before MIGRATION device) or resumed after a failure or cancel (false).
+     * Throttling's short pauses are not reported. NULL: nothing. Engine thread. */
+    void (*on_switchover_stop)(void *opaque, bool stopped);
     /* Status changed (QMP MIGRATION) / a pass started (MIGRATION_PASS); engine threads. On
      * the destination, COMPLETED means loaded and verified (the host then runs the VM) and
      * FAILED means it must never run (the host shuts it down). */
