@@ -6,6 +6,8 @@ verifying workload completes. Also the refusals of migrate-incoming (QEMU's word
 command-line errors, and the source's STOP at switchover (RESUME when a failure after the stop
 gives the guest back).
 usage: test-migrate-incoming.py FERRY"""
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +41,33 @@ def err_desc(r):
     return r.get("error", {}).get("desc", "")
 
 
+ferry_refusals = {}  # case -> Ferry's error object, compared with QEMU 7.2's at the end
+
+
+def qemu_refusals(qemu):
+    """QEMU's answers to migrate-incoming in the same three cases (machine none: no guest)."""
+    out = {}
+    cases = {"no --incoming": ([], 1),
+             "--incoming URI": (["-incoming", f"tcp:127.0.0.1:{free_port()}"], 1),
+             "second after defer": (["-incoming", "defer"], 2)}
+    for case, (extra, n) in cases.items():
+        path = os.path.join(ferrykvm.tmp, "qemu.qmp")
+        p = subprocess.Popen([qemu, "-machine", "none", "-display", "none", "-nodefaults",
+                              "-qmp", f"unix:{path},server=on,wait=off"] + extra,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            q = ferrykvm.Qmp(path)
+            for _ in range(n):
+                r = q.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{free_port()}")
+            out[case] = r.get("error")
+        finally:
+            p.kill()
+            p.wait()
+            if os.path.exists(path):
+                os.unlink(path)
+    return out
+
+
 # ---- command line: defer needs QMP; --incoming and --restore are exclusive
 p = subprocess.run([ferry, "run", "--incoming", "defer"], capture_output=True, text=True,
                    timeout=10)
@@ -57,6 +86,7 @@ check("error" not in dev(src.q, "mem-block", "mem0", 0), "hotplug mem0 on the so
 check(src.wait_line("ONLINE cpu 1") and src.wait_line("ONLINE mem 0"),
       "the source guest brings cpu1 and mem0 online")
 r = src.q.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{free_port()}")
+ferry_refusals["no --incoming"] = r.get("error")
 check(err_desc(r) == "'-incoming' was not specified on the command line",
       f"migrate-incoming without --incoming: QEMU's refusal: {err_desc(r)!r}")
 check(src.status() == "running" and src.q.ok("query-migrate") == {},
@@ -66,6 +96,7 @@ check(src.status() == "running" and src.q.ok("query-migrate") == {},
 port = free_port()
 uri_dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
 r = uri_dst.q.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{free_port()}")
+ferry_refusals["--incoming URI"] = r.get("error")
 check(err_desc(r) == "The incoming migration has already been started",
       f"migrate-incoming after --incoming URI: QEMU's refusal: {err_desc(r)!r}")
 uri_dst.stop()
@@ -90,6 +121,7 @@ r = dst.q.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
 check(r.get("return") == {}, f"migrate-incoming tcp:127.0.0.1:{port} accepted ({err_desc(r)})")
 check(dst.q.ok("query-migrate").get("status") == "setup", "the destination now listens (setup)")
 r = dst.q.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{free_port()}")
+ferry_refusals["second after defer"] = r.get("error")
 check(err_desc(r) == "The incoming migration has already been started",
       f"a second migrate-incoming is refused: {err_desc(r)!r}")
 
@@ -177,6 +209,16 @@ check(final == "MIGRATION completed" and "STOP" not in ev and "RESUME" not in ev
 check(src.status() == "postmigrate", "paused source ends in postmigrate")
 src.stop()
 dst.stop()
+
+# ---- the refusals, class and text, against QEMU 7.2 itself when it is installed
+qemu = shutil.which("qemu-system-x86_64")
+if qemu:
+    theirs = qemu_refusals(qemu)
+    for case, ours in ferry_refusals.items():
+        check(ours == theirs.get(case), f"migrate-incoming, {case}: Ferry {ours} == QEMU "
+              f"{theirs.get(case)}")
+else:
+    print("note: qemu-system-x86_64 not installed; refusals not compared with QEMU")
 
 print(f"\n{len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
