@@ -19,8 +19,6 @@ struct FerryVmMigration {
      * --incoming defer); cleared again when starting it failed, so a corrected URI may follow
      * (QEMU's `once`). */
     atomic_bool incoming_started;
-    /* STOP was emitted at switchover: a resume after failure or cancel emits RESUME. */
-    atomic_bool stop_emitted;
     FerryVmMigrationFailFn fail;
     void *opaque;
 };
@@ -38,21 +36,16 @@ static void h_resume(void *o)
 }
 
 /* QEMU emits STOP when the source stops for the final pass (it enters finish-migrate) and
- * RESUME when a failed or cancelled migration gives the guest back; only a running VM. */
+ * RESUME when a failed or cancelled migration gives the guest back; only for a running VM. The
+ * instance emits them (its listener forwards them to QMP); `stop`/`resume` above stay silent
+ * because throttling pauses the guest every few milliseconds. */
 static void h_switchover_stop(void *o, bool stopped)
 {
     FerryVmMigration *vm = o;
-    FerryQmpServer *srv = atomic_load(&vm->srv);
-    if (stopped) {
-        if (ferry_instance_runstate(vm->inst) != FERRY_RUN_RUNNING)
-            return;
-        atomic_store(&vm->stop_emitted, true);
-        if (srv)
-            ferry_qmp_emit(srv, "STOP", NULL, NULL);
-    } else if (atomic_exchange(&vm->stop_emitted, false) &&
-               ferry_instance_runstate(vm->inst) == FERRY_RUN_RUNNING && srv) {
-        ferry_qmp_emit(srv, "RESUME", NULL, NULL);
-    }
+    if (stopped)
+        ferry_instance_migration_stop(vm->inst);
+    else
+        ferry_instance_migration_resume(vm->inst);
 }
 
 static void h_set_active(void *o, bool active)

@@ -133,12 +133,12 @@ check(src.status() == "postmigrate", "source in postmigrate")
 ev = names(src.q)
 check(ev.count("STOP") == 1 and "RESUME" not in ev,
       f"the source emitted one STOP and no RESUME: {ev}")
-if "STOP" in ev and "MIGRATION device" in ev and "MIGRATION completed" in ev:
+if all(n in ev for n in ("MIGRATION active", "STOP", "MIGRATION device", "MIGRATION completed")):
     check(ev.index("MIGRATION active") < ev.index("STOP") < ev.index("MIGRATION device")
           < ev.index("MIGRATION completed"),
           f"STOP between active and device, before completed (QEMU's order): {ev}")
 else:
-    check(False, f"STOP, MIGRATION device and completed on the source: {ev}")
+    check(False, f"MIGRATION active, STOP, MIGRATION device and completed on the source: {ev}")
 end = time.time() + 10
 while time.time() < end and dst.status() != "running":
     time.sleep(0.05)
@@ -205,7 +205,8 @@ src.q.ok("migrate", uri=f"tcp:127.0.0.1:{port}")
 final = wait_migration(src.q)
 ev = names(src.q)
 check(final == "MIGRATION completed" and "STOP" not in ev and "RESUME" not in ev,
-      f"paused source: no STOP/RESUME from the migration: {ev}")
+      f"paused source: no STOP/RESUME from the migration: {ev} "
+      f"({src.q.ok('query-migrate').get('status')})")
 check(src.status() == "postmigrate", "paused source ends in postmigrate")
 src.stop()
 dst.stop()
