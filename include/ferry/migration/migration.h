@@ -105,8 +105,8 @@ typedef struct FerryMigHost {
     /* vCPUs whose state migrates (default: every vCPU of `vcpus`). */
     unsigned (*vcpu_count)(void *opaque);
     FerryVcpu *(*vcpu_at)(void *opaque, unsigned index);
-    /* Stop/resume the guest (default: ferry_vcpus_pause/resume). The host keeps its run state
-     * in step (STOP/RESUME events). Called from engine threads. */
+    /* Stop/resume the guest (default: ferry_vcpus_pause/resume), without run-state change or
+     * event: throttling calls them every few milliseconds. Called from engine threads. */
     void (*stop)(void *opaque);
     void (*resume)(void *opaque);
     /* Source: the guest was stopped for switchover (true; before status `device`, as QEMU
