@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """QEMU's deferred incoming migration between real `ferry run` processes: a destination started
 with `--incoming defer` waits in inmigrate without listening, gets its devices by device_add,
-then QMP migrate-incoming starts the listener and a live migration of the built-in firmware's
-verifying workload completes. Also the refusals of migrate-incoming (QEMU's words), the
-command-line errors, and the source's STOP at switchover (RESUME when a failure after the stop
-gives the guest back).
+then QMP migrate-incoming starts the listener (tcp:, and unix: for a paused source) and a live
+migration of the built-in firmware's verifying workload completes. Also the refusals of
+migrate-incoming (QEMU's words, compared with QEMU 7.2 when installed), the command-line errors,
+and the source's STOP at switchover (RESUME when a failure after the stop gives the guest back).
 usage: test-migrate-incoming.py FERRY"""
 import os
 import shutil
@@ -194,14 +194,15 @@ check(final == "MIGRATION cancelled" and "STOP" not in ev and "RESUME" not in ev
 check(src.status() == "running", "cancel: the source keeps running")
 dst.stop()
 
-# ---- a paused source: its STOP came with `stop`; the switchover emits none
+# ---- a paused source, over unix: this time: its STOP came with `stop`; the switchover emits
+# none
 src.q.ok("migrate-set-parameters", **{"max-bandwidth": 0})
 src.q.ok("stop")
 src.q.events.clear()
 dst = Vm(["--incoming", "defer"])
-port = free_port()
-dst.q.ok("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
-src.q.ok("migrate", uri=f"tcp:127.0.0.1:{port}")
+sock = os.path.join(ferrykvm.tmp, "mig.sock")
+dst.q.ok("migrate-incoming", uri="unix:" + sock)
+src.q.ok("migrate", uri="unix:" + sock)
 final = wait_migration(src.q)
 ev = names(src.q)
 check(final == "MIGRATION completed" and "STOP" not in ev and "RESUME" not in ev,
