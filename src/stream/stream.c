@@ -523,8 +523,10 @@ int ferry_stream_read_registry(FerryStreamReader *r, FerryRegistry *reg,
                                        ferry_record_kind_name(rec.kind), rec.kind, rec.offset);
             }
             if (rec.kind != FERRY_REC_SCHEMA)
-                warn(opts, "skipped optional %s record (kind 0x%02x, %" PRIu64 " bytes)",
-                     ferry_record_kind_name(rec.kind), rec.kind, rec.length);
+                warn(opts,
+                     "skipped optional %s record '%s' (kind 0x%02x, %" PRIu64
+                     " bytes) at offset 0x%" PRIx64,
+                     ferry_record_kind_name(rec.kind), rec.name, rec.kind, rec.length, rec.offset);
             rc = ferry_stream_skip_payload(r, err);
         }
         if (rc)
