@@ -141,8 +141,10 @@ int ferry_stream_write_record(FerryStreamWriter *w, uint8_t kind, uint8_t flags,
         uint64_t sum = htole64(XXH3_64bits_digest(w->xx));
         rc = ferry_io_write(w->io, &sum, 8, err);
     }
-    if (rc)
+    if (rc && name[0])
         ferry_error_prefix(err, "writing %s record '%s': ", ferry_record_kind_name(kind), name);
+    else if (rc) /* RAM records carry no name: the caller says which block */
+        ferry_error_prefix(err, "writing %s record: ", ferry_record_kind_name(kind));
     return rc;
 }
 
