@@ -154,11 +154,16 @@ static void progress(json_t *st, double rate, bool tty)
     for (int i = 0; i < width; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
+    /* While active the pass under way is the one after the last finished sync; once the
+     * migration completed, passes are all finished and the real downtime is known. */
+    const char *status = json_string_value(json_object_get(st, "status")) ?: "";
+    bool done = !strcmp(status, "completed");
     fprintf(stderr, "%s[%s] %5.1f%%  %7.1f MiB/s  pass %" JSON_INTEGER_FORMAT
-            "  expected downtime %" JSON_INTEGER_FORMAT " ms  %-10s%s",
-            tty ? "\r" : "", bar, pct, rate / (1 << 20), jint(ram, "dirty-sync-count") + 1,
-            jint(st, "expected-downtime"),
-            json_string_value(json_object_get(st, "status")) ?: "", tty ? "" : "\n");
+            "  %s %" JSON_INTEGER_FORMAT " ms  %-10s%s",
+            tty ? "\r" : "", bar, pct, rate / (1 << 20),
+            jint(ram, "dirty-sync-count") + (done ? 0 : 1),
+            done ? "downtime" : "expected downtime",
+            jint(st, done ? "downtime" : "expected-downtime"), status, tty ? "" : "\n");
     fflush(stderr);
 }
 
