@@ -393,6 +393,14 @@ static int parse_args(int argc, char **argv, RunOptions *o, FerryError *err)
         return ferry_error_set(err, -EINVAL,
                                "--maxmem must exceed --memory by a multiple of "
                                "128M (the memory block size)");
+    if (o->maxmem && (o->maxmem - o->memory) / FERRY_MEM_BLOCK_SIZE > FERRY_MACHINE_MAX_SLOTS)
+        return ferry_error_set(err, -EINVAL,
+                               "--maxmem (%llu MiB): at most %u hotpluggable memory blocks of "
+                               "128M above --memory (maxmem <= %llu MiB)",
+                               (unsigned long long)(o->maxmem >> 20), FERRY_MACHINE_MAX_SLOTS,
+                               (unsigned long long)((o->memory + FERRY_MACHINE_MAX_SLOTS *
+                                                                     FERRY_MEM_BLOCK_SIZE) >>
+                                                    20));
     return 0;
 }
 
