@@ -1100,12 +1100,15 @@ void *mig_source_main(void *arg)
         mig_set_status(m, atomic_load(&m->cancel) ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
         return NULL;
     }
-    mig_set_active(m, false);
+    /* postmigrate before the migration stops being active: a host that holds control
+     * commands back while migrating (ferry run) then never applies one to a source still
+     * in its pre-migration run state. */
     if (h->machine) {
         mig_lock(m);
         ferry_machine_run_event(h->machine, FERRY_RUN_EV_OUTGOING_DONE, NULL);
         mig_unlock(m);
     }
+    mig_set_active(m, false);
     mig_set_status(m, FERRY_MIG_COMPLETED);
     return NULL;
 }

@@ -39,6 +39,11 @@ struct FerryInstance {
     FerrySerial *serial;
     pthread_mutex_t lock; /* the machine and the slot tables */
     pthread_mutex_t ops;  /* control operations, one at a time; never taken on vCPU threads */
+    /* The source's switchover window (vCPUs stopped, final pass and device state being read):
+     * stop/cont/system_reset wait for its end, as QEMU's wait for the BQL the migration holds. */
+    pthread_mutex_t sw_mu;
+    pthread_cond_t sw_cv;
+    bool switchover;
     CpuSlot cpu[MAX_SLOTS];
     MemSlot mem[MAX_SLOTS];
     uint32_t ncpu, nmem;
@@ -448,6 +453,8 @@ FerryInstance *ferry_instance_create(const FerryInstanceConfig *cfg, FerryError 
     in->cfg = c;
     pthread_mutex_init(&in->lock, NULL);
     pthread_mutex_init(&in->ops, NULL);
+    pthread_mutex_init(&in->sw_mu, NULL);
+    pthread_cond_init(&in->sw_cv, NULL);
     if (create_parts(in, cfg, err) < 0) {
         ferry_instance_destroy(in);
         return NULL;
@@ -467,6 +474,8 @@ void ferry_instance_destroy(FerryInstance *in)
         free(in->cpu[i].pristine);
     free(in->vm_pristine);
     ferry_vm_destroy(in->vm);
+    pthread_cond_destroy(&in->sw_cv);
+    pthread_mutex_destroy(&in->sw_mu);
     pthread_mutex_destroy(&in->ops);
     pthread_mutex_destroy(&in->lock);
     free(in->image);
@@ -535,9 +544,37 @@ static int run_event(FerryInstance *in, FerryRunEvent ev, FerryError *err)
     return r;
 }
 
+static void switchover_set(FerryInstance *in, bool on)
+{
+    pthread_mutex_lock(&in->sw_mu);
+    in->switchover = on;
+    if (!on)
+        pthread_cond_broadcast(&in->sw_cv);
+    pthread_mutex_unlock(&in->sw_mu);
+}
+
+/* Take `ops` outside a switchover window. The window opens under `ops` (migration_stop), so a
+ * command either finished before it or starts after it closed; waiting without `ops` lets the
+ * window's end (outgoing_done) take it. */
+static void ops_lock_after_switchover(FerryInstance *in)
+{
+    for (;;) {
+        pthread_mutex_lock(&in->ops);
+        pthread_mutex_lock(&in->sw_mu);
+        if (!in->switchover) {
+            pthread_mutex_unlock(&in->sw_mu);
+            return;
+        }
+        pthread_mutex_unlock(&in->ops);
+        while (in->switchover)
+            pthread_cond_wait(&in->sw_cv, &in->sw_mu);
+        pthread_mutex_unlock(&in->sw_mu);
+    }
+}
+
 int ferry_instance_cont(FerryInstance *in, FerryError *err)
 {
-    pthread_mutex_lock(&in->ops);
+    ops_lock_after_switchover(in);
     int r = 0;
     FerryRunState s = ferry_instance_runstate(in);
     if (s == FERRY_RUN_INMIGRATE) {
@@ -560,7 +597,7 @@ int ferry_instance_cont(FerryInstance *in, FerryError *err)
 
 int ferry_instance_stop(FerryInstance *in, FerryError *err)
 {
-    pthread_mutex_lock(&in->ops);
+    ops_lock_after_switchover(in);
     FerryRunState s = ferry_instance_runstate(in);
     int r = run_event(in, FERRY_RUN_EV_STOP, err);
     if (r == 0 && s == FERRY_RUN_INMIGRATE) {
@@ -579,7 +616,7 @@ int ferry_instance_stop(FerryInstance *in, FerryError *err)
 
 int ferry_instance_reset(FerryInstance *in, bool guest, const char *reason, FerryError *err)
 {
-    pthread_mutex_lock(&in->ops);
+    ops_lock_after_switchover(in);
     FerryRunState before = ferry_instance_runstate(in);
     FerryRunState next;
     int r;
@@ -810,6 +847,8 @@ void ferry_instance_set_migration_active(FerryInstance *in, bool active)
     ferry_machine_set_migration_active(in->machine, active);
     unsigned n = apply_locked(in, stop); /* deferred memslot removals happen now */
     unlock_and_stop(in, stop, n);
+    if (!active)
+        switchover_set(in, false); /* a completed migration ends its switchover here */
 }
 
 /* ---- vCPUs ---- */
@@ -875,6 +914,9 @@ int ferry_instance_incoming_done(FerryInstance *in, bool run, FerryError *err)
 
 void ferry_instance_migration_stop(FerryInstance *in)
 {
+    pthread_mutex_lock(&in->ops); /* after any control command under way */
+    switchover_set(in, true);
+    pthread_mutex_unlock(&in->ops);
     ferry_vcpus_pause(in->vcpus);
     if (ferry_instance_runstate(in) == FERRY_RUN_RUNNING) {
         FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_STOP};
@@ -884,11 +926,12 @@ void ferry_instance_migration_stop(FerryInstance *in)
 
 void ferry_instance_migration_resume(FerryInstance *in)
 {
-    if (ferry_instance_runstate(in) != FERRY_RUN_RUNNING)
-        return;
-    ferry_vcpus_resume(in->vcpus);
-    FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_RESUME};
-    notify(in, &info);
+    if (ferry_instance_runstate(in) == FERRY_RUN_RUNNING) {
+        ferry_vcpus_resume(in->vcpus);
+        FerryInstanceEventInfo info = {.event = FERRY_INSTANCE_EV_RESUME};
+        notify(in, &info);
+    }
+    switchover_set(in, false);
 }
 
 int ferry_instance_outgoing_done(FerryInstance *in, FerryError *err)
@@ -896,6 +939,7 @@ int ferry_instance_outgoing_done(FerryInstance *in, FerryError *err)
     pthread_mutex_lock(&in->ops);
     ferry_vcpus_pause(in->vcpus);
     int r = run_event(in, FERRY_RUN_EV_OUTGOING_DONE, err);
+    switchover_set(in, false);
     pthread_mutex_unlock(&in->ops);
     return r;
 }

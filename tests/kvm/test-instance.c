@@ -7,6 +7,8 @@
 #include "ferry/vmm/instance.h"
 #include "kvm-test.h"
 
+#include <pthread.h>
+
 // clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
@@ -262,6 +264,62 @@ static void test_source_run_states(void **state)
     ti_stop(&t);
 }
 
+typedef struct Ctl {
+    Ti *t;
+    int done; /* atomic: 1 after stop, 2 after cont */
+    int rc_stop, rc_cont;
+} Ctl;
+
+static void *ctl_stop_cont(void *arg)
+{
+    Ctl *c = arg;
+    FerryError err = {0};
+    c->rc_stop = ferry_instance_stop(c->t->inst, &err);
+    __atomic_store_n(&c->done, 1, __ATOMIC_SEQ_CST);
+    c->rc_cont = ferry_instance_cont(c->t->inst, &err);
+    __atomic_store_n(&c->done, 2, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* stop/cont from management during the source's switchover window wait for its end: a cont
+ * there would run the guest while its final pages and device state are being read. */
+static void test_switchover_holds_control(void **state)
+{
+    (void)state;
+    Ti t;
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20});
+    FerryError err = {0};
+    assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
+    free(ti_wait(&t, "READY\n"));
+    /* A failed migration: the commands apply after the resume, in order. */
+    ferry_instance_migration_stop(t.inst);
+    Ctl c = {.t = &t};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, ctl_stop_cont, &c), 0);
+    usleep(200 * 1000);
+    assert_int_equal(__atomic_load_n(&c.done, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_RUNNING);
+    assert_int_equal(t.stops, 1); /* only the switchover's STOP */
+    ferry_instance_migration_resume(t.inst);
+    pthread_join(th, NULL);
+    assert_int_equal(c.rc_stop, 0);
+    assert_int_equal(c.rc_cont, 0);
+    assert_int_equal(t.stops, 2);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_RUNNING);
+    /* A completed one: they apply to the postmigrate source. */
+    ferry_instance_migration_stop(t.inst);
+    c = (Ctl){.t = &t};
+    assert_int_equal(pthread_create(&th, NULL, ctl_stop_cont, &c), 0);
+    usleep(200 * 1000);
+    assert_int_equal(__atomic_load_n(&c.done, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(ferry_instance_outgoing_done(t.inst, &err), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(c.rc_stop, 0);
+    assert_int_equal(c.rc_cont, 0);
+    assert_int_equal(ferry_instance_runstate(t.inst), FERRY_RUN_RUNNING);
+    ti_stop(&t);
+}
+
 int main(int argc, char **argv)
 {
     kt_require_kvm("kvm-instance");
@@ -275,6 +333,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_vcpu_list_and_memslots_follow_hotplug),
         cmocka_unit_test(test_incoming_waits),
         cmocka_unit_test(test_source_run_states),
+        cmocka_unit_test(test_switchover_holds_control),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

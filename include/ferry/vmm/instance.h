@@ -123,7 +123,9 @@ void ferry_instance_resume_vcpus(FerryInstance *inst);
 /* Source side of a migration (QEMU's behaviour): stop-and-copy pauses the vCPUs and emits STOP
  * when the VM was running (the run state stays, as QEMU's finish-migrate is not modelled); a
  * failed or cancelled migration resumes a running VM and emits RESUME; a completed one moves
- * to postmigrate with the vCPUs left paused. */
+ * to postmigrate with the vCPUs left paused. From migration_stop until migration_resume,
+ * ferry_instance_set_migration_active(false) or outgoing_done, ferry_instance_stop/cont/reset
+ * wait (QEMU's monitor waits for the lock its migration holds over stop-and-copy). */
 void ferry_instance_migration_stop(FerryInstance *inst);
 void ferry_instance_migration_resume(FerryInstance *inst);
 int ferry_instance_outgoing_done(FerryInstance *inst, FerryError *err);
