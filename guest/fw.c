@@ -18,6 +18,9 @@
 /* KVM's APIC bus runs at 1 GHz; with divide-by-128 the timer counts 7812.5 ticks per ms. */
 #define TICKS_PER_MS 7812ULL
 #define AP_WAIT_MS   3000
+/* The dirty workload re-checks every online memory block in MEM_SWEEP_STEPS passes: in step k
+ * the pages k, k + MEM_SWEEP_STEPS, ... (a lost block or range shows in the first step). */
+#define MEM_SWEEP_STEPS 8
 /* Called from interrupt handlers: such callees must preserve every register (clang checks). */
 #define ISR_CALLEE __attribute__((no_caller_saved_registers))
 
@@ -48,6 +51,11 @@ static volatile uint64_t cpu_alive[MAX_SLOTS];   /* an AP counts while it runs *
 static volatile uint32_t cpu_stop[MAX_SLOTS];    /* BSP asks an AP to stop */
 static volatile uint32_t cpu_stopped[MAX_SLOTS]; /* the AP acknowledged and halted */
 static uint8_t mem_online[MAX_SLOTS];
+/* Periodic re-check of online memory blocks (dirty workload): the sweep step within the current
+ * sweep, completed sweeps, and whether the block already failed (reported once). */
+static uint32_t mem_step[MAX_SLOTS];
+static uint64_t mem_sweeps[MAX_SLOTS];
+static uint8_t mem_failed[MAX_SLOTS];
 static uint8_t in_use[4][MAX_SLOTS]; /* by kind, slot: configured and used by us (§8 step 5) */
 static uint16_t hp_io;
 static uint32_t hp_gsi;
@@ -388,6 +396,9 @@ static void mem_online_slot(uint32_t slot)
         return;
     }
     mem_online[slot] = 1;
+    mem_step[slot] = 0;
+    mem_sweeps[slot] = 0;
+    mem_failed[slot] = 0;
     report("ONLINE", FERRY_CONN_MEM, slot);
 }
 
@@ -599,6 +610,43 @@ static uint64_t page_tag(uint64_t seq, uint64_t page)
     return ~seq ^ (page * 0x9e3779b97f4a7c15ULL);
 }
 
+/* One step of the re-check of each online memory block: the tagged word of every
+ * MEM_SWEEP_STEPS-th page. "VERIFY ok mem N sweep=S" when a sweep covered the whole block; the
+ * first mismatch of a block prints "VERIFY FAIL mem N page=..." and stops checking that block. */
+static void mem_verify_step(void)
+{
+    for (uint32_t slot = 0; slot < MAX_SLOTS; slot++) {
+        if (!mem_online[slot] || mem_failed[slot])
+            continue;
+        uint64_t base = mem_base(slot);
+        for (uint64_t a = base + mem_step[slot] * PAGE; a < base + cfg->hp_mem_block;
+             a += MEM_SWEEP_STEPS * PAGE) {
+            uint64_t got = *(volatile uint64_t *)a;
+            if (got != mem_tag(a)) {
+                puts_serial("VERIFY FAIL mem ");
+                putdec(slot);
+                puts_serial(" page=");
+                puthex(a);
+                puts_serial(" want=");
+                puthex(mem_tag(a));
+                puts_serial(" got=");
+                puthex(got);
+                putc_serial('\n');
+                mem_failed[slot] = 1;
+                break;
+            }
+        }
+        if (mem_failed[slot] || ++mem_step[slot] < MEM_SWEEP_STEPS)
+            continue;
+        mem_step[slot] = 0;
+        puts_serial("VERIFY ok mem ");
+        putdec(slot);
+        puts_serial(" sweep=");
+        putdec(++mem_sweeps[slot]);
+        putc_serial('\n');
+    }
+}
+
 static void dirty_loop(void)
 {
     uint64_t base = cfg->dirty_base, pages = (uint64_t)cfg->dirty_mb << 8;
@@ -628,6 +676,7 @@ static void dirty_loop(void)
             pg[1] = page_tag(pass, i);
             pg[511] = pass;
         }
+        mem_verify_step();
         if (!failed && pass % every == 0) {
             puts_serial("VERIFY ok pass=");
             putdec(pass);

@@ -4,6 +4,7 @@ Call init() first; it skips the test (exit 77, loudly) when /dev/kvm is not usab
 import atexit
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -145,14 +146,32 @@ def migrate(src, uri, timeout=30):
 
 
 def verify_progress(vm, what, passes=2, timeout=20):
-    """The workload keeps verifying: `passes` more VERIFY ok lines, and never a FAIL."""
-    start = vm.out().count("VERIFY ok")
+    """The workload keeps verifying: `passes` more VERIFY ok pass= lines (memory block sweeps,
+    `VERIFY ok mem N sweep=S`, do not count), and never a FAIL (of a pass or a block)."""
+    start = vm.out().count("VERIFY ok pass=")
     end = time.time() + timeout
-    while time.time() < end and vm.out().count("VERIFY ok") < start + passes:
+    while time.time() < end and vm.out().count("VERIFY ok pass=") < start + passes:
         time.sleep(0.05)
     out = vm.out()
-    check(out.count("VERIFY ok") >= start + passes and "VERIFY FAIL" not in out,
+    check(out.count("VERIFY ok pass=") >= start + passes and "VERIFY FAIL" not in out,
           f"{what}: the guest's verifier keeps saying VERIFY ok")
+
+
+def wait_event(q, name, timeout=20, **data):
+    """Poll QMP (events arrive between replies) until an event `name` with `data` is seen."""
+    end = time.time() + timeout
+    while time.time() < end:
+        q.cmd("query-status")
+        for e in q.events:
+            if e["event"] == name and all(e.get("data", {}).get(k) == v for k, v in data.items()):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def mem_sweeps(out, slot):
+    """Completed sweeps of memory block `slot` reported by the guest's verifier."""
+    return [int(n) for n in re.findall(rf"^VERIFY ok mem {slot} sweep=(\d+)$", out, re.M)]
 
 
 def dev(q, driver, id, slot):

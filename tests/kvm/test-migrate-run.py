@@ -19,7 +19,8 @@ import tempfile
 import time
 
 import ferrykvm  # noqa: E402
-from ferrykvm import Qmp, Vm, check, dev, free_port, migrate, verify_progress  # noqa: E402,F401
+from ferrykvm import (Qmp, Vm, check, dev, free_port, mem_sweeps, migrate,  # noqa: E402,F401
+                      verify_progress, wait_event)
 
 ferrykvm.init(sys.argv[1], "kvm-migrate-run", "ferry-mig-run-")
 ferry, tmp, failures = ferrykvm.ferry, ferrykvm.tmp, ferrykvm.failures
@@ -62,6 +63,26 @@ check("PLUGGED" not in dout and "DUPLICATE" not in dout and "STALE" not in dout,
       "S3: the destination guest sees cpu1/mem0 configured, no event presented again")
 check(src.q.ok("query-hotpluggable-cpus") == dst.q.ok("query-hotpluggable-cpus"),
       "S3: query-hotpluggable-cpus equal on source and destination")
+# mem0 arrived: the destination guest's verifier re-reads the whole block (one sweep = 8
+# passes). Sweep numbers live in guest RAM, so they continue the source's; sweep last + 2 ran
+# entirely on the destination.
+s_sweeps = mem_sweeps(src.out(), 0)
+want = (s_sweeps[-1] if s_sweeps else 0) + 2
+end = time.time() + 20
+while time.time() < end and want not in mem_sweeps(dst.out(), 0) and "VERIFY FAIL" not in dst.out():
+    time.sleep(0.05)
+d_sweeps = mem_sweeps(dst.out(), 0)
+check(want in d_sweeps and d_sweeps[0] == want - 1 and "VERIFY FAIL" not in dst.out(),
+      f"S3: the destination guest verifies every page of mem0 after migration (source sweeps "
+      f"{s_sweeps[-3:]}, destination {d_sweeps[:3]})")
+r = dst.q.cmd("device_del", id="mem0")
+check("error" not in r, f"S3: device_del mem0 on the destination ({r.get('error')})")
+check(dst.wait_line("UNPLUGGED mem 0") and wait_event(dst.q, "DEVICE_DELETED", device="mem0"),
+      "S3: the destination guest releases mem0 (its pattern checked once more), DEVICE_DELETED")
+n_after = len(dst.out())
+verify_progress(dst, "S3: destination after unplugging mem0")
+check("ERROR" not in dst.out() and "mem 0" not in dst.out()[n_after:],
+      "S3: mem0 released cleanly: no pattern error, no sweep of it afterwards")
 ev = [e["data"]["status"] for e in src.q.events if e["event"] == "MIGRATION"]
 check("completed" in ev and "active" in ev, f"MIGRATION events on the source: {ev}")
 check(any(e["event"] == "MIGRATION_PASS" for e in src.q.events), "MIGRATION_PASS events")

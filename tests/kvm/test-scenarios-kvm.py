@@ -20,22 +20,11 @@ import tempfile
 import time
 
 import ferrykvm  # noqa: E402
-from ferrykvm import Qmp, Vm, check, dev, free_port, migrate, verify_progress  # noqa: E402,F401
+from ferrykvm import (Qmp, Vm, check, dev, free_port, migrate, verify_progress,  # noqa: E402,F401
+                      wait_event)
 
 ferrykvm.init(sys.argv[1], "kvm-scenarios", "ferry-scen-kvm-")
 ferry, tmp, failures = ferrykvm.ferry, ferrykvm.tmp, ferrykvm.failures
-
-
-def wait_event(q, name, timeout=20, **data):
-    """Poll QMP (events arrive between replies) until an event `name` with `data` is seen."""
-    end = time.time() + timeout
-    while time.time() < end:
-        q.cmd("query-status")
-        for e in q.events:
-            if e["event"] == name and all(e.get("data", {}).get(k) == v for k, v in data.items()):
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def steps(out, word, kind, slot):
