@@ -5,6 +5,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,9 +130,18 @@ class Vm:
 
 @atexit.register
 def _kill_all():
+    """Every VM goes, and so does the temporary directory (after a failure, the end of each
+    serial log is printed first, since the logs do not survive)."""
     for vm in Vm.all:
         if vm.p.poll() is None:
             vm.p.kill()
+            vm.p.wait()
+    if failures:
+        for vm in Vm.all:
+            tail = vm.out().splitlines()[-6:]
+            print(f"--- {vm.name} serial (last lines)\n" + "\n".join(tail), file=sys.stderr)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def migrate(src, uri, timeout=30):
