@@ -245,10 +245,15 @@ static const FerryQmpArg migrate_incoming_args[] = {
 
 /* The subset of QEMU's MigrateSetParameters that Ferry honours; other QEMU parameters are
  * refused as unexpected rather than silently ignored. */
+static const char *const converge_values[] = {"switchover", "throttle", NULL};
 static const FerryQmpArg migrate_set_parameters_args[] = {
     FERRY_QMP_ARG_OPT("downtime-limit", FERRY_QMP_T_UINT64), /* milliseconds */
     FERRY_QMP_ARG_OPT("max-bandwidth", FERRY_QMP_T_UINT64),  /* bytes per second */
     FERRY_QMP_ARG_OPT("multifd-channels", FERRY_QMP_T_UINT8),
+    /* Ferry's non-convergence policy (docs/migration.md); QEMU has no such parameter. */
+    {.name = "x-ferry-converge", .type = FERRY_QMP_T_STR, .optional = true,
+     .values = converge_values},
+    FERRY_QMP_ARG_OPT("x-ferry-max-passes", FERRY_QMP_T_UINT64), /* 2..255, checked on set */
     /* Ferry test hook (S14): none|optional|mandatory, docs/migration.md */
     FERRY_QMP_ARG_OPT("x-ferry-test-subsection", FERRY_QMP_T_STR),
     /* Ferry test hook (S13): destination loads as a build without subsections */

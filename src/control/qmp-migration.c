@@ -8,7 +8,7 @@
 
 struct FerryQmpMigration {
     FerryMigration *mig;
-    FerryQmpIncomingAllowedFn allowed;
+    FerryQmpIncomingFn incoming;
     void *opaque;
 };
 typedef struct FerryQmpMigration MigCtx;
@@ -35,12 +35,10 @@ static int qmp_migrate_incoming(void *ctx, json_t *args, json_t **ret, FerryQmpE
     (void)ret;
     MigCtx *c = ctx;
     FerryError ferr = {0};
-    if (c->allowed && !c->allowed(c->opaque))
-        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                   "The incoming migration has already been started or the VM "
-                                   "was not started with --incoming");
     const char *uri = json_string_value(json_object_get(args, "uri"));
-    if (ferry_migration_incoming(c->mig, uri, &ferr) < 0)
+    int r = c->incoming ? c->incoming(c->opaque, uri, &ferr)
+                        : ferry_migration_incoming(c->mig, uri, &ferr);
+    if (r < 0)
         return ferry_qmp_error_from(err, &ferr);
     return 0;
 }
@@ -62,6 +60,9 @@ json_t *ferry_qmp_migration_info_json(const FerryMigInfo *in)
         return j; /* QEMU answers {} before any migration */
     json_object_set_new(j, "status", json_string(ferry_mig_status_name(in->status)));
     json_object_set_new(j, "total-time", json_integer((json_int_t)in->total_time_ms));
+    /* QEMU shows it only while the throttle runs (cpu_throttle_active()). */
+    if (!in->incoming && in->throttle_active && ferry_mig_status_active(in->status))
+        json_object_set_new(j, "cpu-throttle-percentage", json_integer(in->throttle_pct));
     if (!in->incoming) {
         json_object_set_new(j, "setup-time", json_integer((json_int_t)in->setup_time_ms));
         if (in->status == FERRY_MIG_COMPLETED)
@@ -134,6 +135,18 @@ static int qmp_set_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpErr
         p.max_bandwidth = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(args, "multifd-channels")))
         p.multifd_channels = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(args, "x-ferry-converge"))) /* the spec restricts the values */
+        p.converge = strcmp(json_string_value(v), "throttle") ? FERRY_MIG_CONVERGE_SWITCHOVER
+                                                               : FERRY_MIG_CONVERGE_THROTTLE;
+    if ((v = json_object_get(args, "x-ferry-max-passes"))) {
+        json_int_t n = json_integer_value(v);
+        if (n < FERRY_MIG_MAX_PASSES_MIN || n > FERRY_MIG_MAX_PASSES_MAX) /* QEMU's wording */
+            return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
+                                       "Parameter 'x-ferry-max-passes' expects a value between "
+                                       "%d and %d", FERRY_MIG_MAX_PASSES_MIN,
+                                       FERRY_MIG_MAX_PASSES_MAX);
+        p.max_passes = (uint32_t)n;
+    }
     if ((v = json_object_get(args, "x-ferry-test-no-subsections"))) /* test only (S13) */
         p.x_test_no_subsections = json_is_true(v);
     if ((v = json_object_get(args, "x-ferry-test-subsection"))) { /* test only (S14) */
@@ -164,17 +177,17 @@ static int qmp_query_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpE
     MigCtx *c = ctx;
     FerryMigParams p;
     ferry_migration_get_params(c->mig, &p);
-    *ret = json_pack("{s:I, s:I, s:i, s:{s:i, s:s, s:b}}", "downtime-limit",
+    *ret = json_pack("{s:I, s:I, s:i, s:s, s:i, s:{s:b}}", "downtime-limit",
                      (json_int_t)p.downtime_limit_ms, "max-bandwidth",
                      (json_int_t)p.max_bandwidth, "multifd-channels", (int)p.multifd_channels,
-                     "x-ferry", "max-passes", (int)p.max_passes, "non-convergence",
+                     "x-ferry-converge",
                      p.converge == FERRY_MIG_CONVERGE_THROTTLE ? "throttle" : "switchover",
-                     "delta", p.delta);
+                     "x-ferry-max-passes", (int)p.max_passes, "x-ferry", "delta", p.delta);
     return 0;
 }
 
 FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMigration *mig,
-                                                FerryQmpIncomingAllowedFn incoming_allowed,
+                                                FerryQmpIncomingFn incoming,
                                                 void *opaque, FerryError *err)
 {
     MigCtx *c = calloc(1, sizeof(*c));
@@ -183,7 +196,7 @@ FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMig
         return NULL;
     }
     c->mig = mig;
-    c->allowed = incoming_allowed;
+    c->incoming = incoming;
     c->opaque = opaque;
     static const struct {
         const char *name;

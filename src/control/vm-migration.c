@@ -15,6 +15,9 @@ struct FerryVmMigration {
     FerryQmpMigration *qm;
     _Atomic(FerryQmpServer *) srv;
     bool autostart;
+    /* Set once an incoming migration was started (--incoming URI, or QMP migrate-incoming after
+     * --incoming defer); cleared again when starting it failed, so a corrected URI may follow
+     * (QEMU's `once`). */
     atomic_bool incoming_started;
     FerryVmMigrationFailFn fail;
     void *opaque;
@@ -30,6 +33,19 @@ static void h_resume(void *o)
     /* Only a running VM gets its vCPUs back (a VM paused before the migration stays paused). */
     if (ferry_instance_runstate(vm->inst) == FERRY_RUN_RUNNING)
         ferry_instance_resume_vcpus(vm->inst);
+}
+
+/* QEMU emits STOP when the source stops for the final pass (it enters finish-migrate) and
+ * RESUME when a failed or cancelled migration gives the guest back; only for a running VM. The
+ * instance emits them (its listener forwards them to QMP); `stop`/`resume` above stay silent
+ * because throttling pauses the guest every few milliseconds. */
+static void h_switchover_stop(void *o, bool stopped)
+{
+    FerryVmMigration *vm = o;
+    if (stopped)
+        ferry_instance_migration_stop(vm->inst);
+    else
+        ferry_instance_migration_resume(vm->inst);
 }
 
 static void h_set_active(void *o, bool active)
@@ -97,11 +113,23 @@ static void h_warning(void *o, const char *msg)
     fprintf(stderr, "ferry run: warning: incoming migration: %s\n", msg);
 }
 
-static bool incoming_allowed(void *o)
+/* QEMU 7.2's qmp_migrate_incoming checks, in its order and words: a started incoming
+ * migration first (--incoming URI starts one at launch), then the inmigrate run state (only
+ * --incoming gives it). */
+static int start_incoming(void *o, const char *uri, FerryError *err)
 {
     FerryVmMigration *vm = o;
-    return ferry_instance_runstate(vm->inst) == FERRY_RUN_INMIGRATE &&
-           !atomic_load(&vm->incoming_started);
+    bool was = false;
+    if (!atomic_compare_exchange_strong(&vm->incoming_started, &was, true))
+        return ferry_error_set(err, -EBUSY, "The incoming migration has already been started");
+    int r;
+    if (ferry_instance_runstate(vm->inst) != FERRY_RUN_INMIGRATE)
+        r = ferry_error_set(err, -EINVAL, "'-incoming' was not specified on the command line");
+    else
+        r = ferry_migration_incoming(vm->mig, uri, err);
+    if (r < 0)
+        atomic_store(&vm->incoming_started, false);
+    return r;
 }
 
 FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstance *inst,
@@ -127,6 +155,7 @@ FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstanc
         .vcpu_at = h_vcpu_at,
         .stop = h_stop,
         .resume = h_resume,
+        .on_switchover_stop = h_switchover_stop,
         .on_status = h_status,
         .on_pass = h_pass,
         .on_warning = h_warning,
@@ -137,7 +166,7 @@ FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstanc
     if (!vm->mig)
         goto err_free;
     if (cmds) {
-        vm->qm = ferry_qmp_migration_register(cmds, vm->mig, incoming_allowed, vm, err);
+        vm->qm = ferry_qmp_migration_register(cmds, vm->mig, start_incoming, vm, err);
         if (!vm->qm)
             goto err_free_mig;
     }
@@ -165,13 +194,7 @@ void ferry_vm_migration_set_server(FerryVmMigration *vm, FerryQmpServer *srv)
 
 int ferry_vm_migration_incoming(FerryVmMigration *vm, const char *uri, FerryError *err)
 {
-    if (!incoming_allowed(vm))
-        return ferry_error_set(err, -EINVAL, "incoming migration: the VM is not waiting in "
-                               "'inmigrate'");
-    int r = ferry_migration_incoming(vm->mig, uri, err);
-    if (r == 0)
-        atomic_store(&vm->incoming_started, true);
-    return r;
+    return start_incoming(vm, uri, err);
 }
 
 FerryMigration *ferry_vm_migration_engine(FerryVmMigration *vm)

@@ -414,7 +414,7 @@ int ferry_machine_device_add(FerryMachine *m, const char *driver, const char *id
     if (slot >= m->nslots[t->kind])
         return ferry_error_set(err, -EINVAL, "device '%s': slot %llu out of range (%u %s slots)",
                                id, (unsigned long long)slot, m->nslots[t->kind],
-                               ferry_connector_kind_name(t->kind));
+                               t->driver);
     if (t->kind == FERRY_CONN_MEM && d.params[1] != FERRY_MEM_BLOCK_SIZE)
         return ferry_error_set(err, -EINVAL, "device '%s': memory block size must be 128M", id);
     FerryConnector *c = ferry_machine_conn_by_index(m, FERRY_CONN_INDEX(t->kind, slot));

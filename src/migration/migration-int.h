@@ -54,7 +54,19 @@ struct FerryMigration {
     int listen_port;
     /* Timing. */
     uint64_t start_ns;
+    /* Source rate window for query-migrate's mbps/pages-per-second while active (under lock):
+     * where the current window started and the totals then; pages sent so far. */
+    uint64_t rate_t0_ns, rate_bytes0, rate_pages0;
+    uint64_t pages_sent;
 };
+/* Source: `pages` more pages went out, info.ram_transferred already counts their bytes (under
+ * m->lock): refresh mbps and
+ * pages-per-second over the recent window when it is 100 ms old, when nothing was reported yet,
+ * or when `pass_end` (so a pass shorter than the window still updates them). */
+void mig_rate_account(FerryMigration *m, uint64_t pages, bool pass_end);
+/* Source, completed: mbps and pages-per-second become the averages over the transfer time
+ * (total time minus setup time, as QEMU's migration_calculate_complete). Under m->lock. */
+void mig_rate_complete(FerryMigration *m);
 
 uint64_t mig_now_ns(void);
 /* Host access through the hooks (FerryMigHost). */

@@ -43,6 +43,38 @@ void ferry_mig_params_default(FerryMigParams *p)
     };
 }
 
+void mig_rate_account(FerryMigration *m, uint64_t pages, bool pass_end)
+{
+    FerryMigInfo *in = &m->info;
+    m->pages_sent += pages;
+    uint64_t now = mig_now_ns(), dt = now - m->rate_t0_ns;
+    uint64_t db = in->ram_transferred - m->rate_bytes0;
+    if (!dt || !db)
+        return;
+    /* A fresh window every 100 ms (QEMU's BUFFER_DELAY), earlier at a pass end or while
+     * nothing was reported yet, so the rate is never 0 once bytes have moved. */
+    if (dt < 100000000 && !pass_end && in->mbps > 0)
+        return;
+    double secs = dt / 1e9;
+    in->mbps = (double)db * 8 / 1e6 / secs;
+    in->pages_per_second = (uint64_t)((double)(m->pages_sent - m->rate_pages0) / secs);
+    m->rate_t0_ns = now;
+    m->rate_bytes0 = in->ram_transferred;
+    m->rate_pages0 = m->pages_sent;
+}
+
+void mig_rate_complete(FerryMigration *m)
+{
+    FerryMigInfo *in = &m->info;
+    uint64_t total = mig_now_ns() - m->start_ns, setup = in->setup_time_ms * 1000000;
+    uint64_t xfer = total > setup ? total - setup : total;
+    if (!xfer)
+        return;
+    double secs = xfer / 1e9;
+    in->mbps = (double)in->ram_transferred * 8 / 1e6 / secs;
+    in->pages_per_second = (uint64_t)((double)m->pages_sent / secs);
+}
+
 uint64_t mig_now_ns(void)
 {
     struct timespec ts;
@@ -235,11 +267,13 @@ int ferry_migration_set_params(FerryMigration *m, const FerryMigParams *p, Ferry
         return ferry_error_set(err, -EINVAL, "unknown x-ferry-test-subsection mode %u",
                                p->x_test_subsection);
     if (p->converge > FERRY_MIG_CONVERGE_THROTTLE)
-        return ferry_error_set(err, -EINVAL, "unknown convergence policy %u", p->converge);
+        return ferry_error_set(err, -EINVAL, "x-ferry-converge: unknown policy %u (0 switchover, "
+                               "1 throttle)", p->converge);
+    if (p->max_passes < FERRY_MIG_MAX_PASSES_MIN || p->max_passes > FERRY_MIG_MAX_PASSES_MAX)
+        return ferry_error_set(err, -EINVAL, "x-ferry-max-passes %u: must be %u to %u",
+                               p->max_passes, FERRY_MIG_MAX_PASSES_MIN, FERRY_MIG_MAX_PASSES_MAX);
     pthread_mutex_lock(&m->lock);
     m->params = *p;
-    if (!m->params.max_passes)
-        m->params.max_passes = 1;
     pthread_mutex_unlock(&m->lock);
     return 0;
 }
@@ -276,6 +310,8 @@ static int begin(FerryMigration *m, bool incoming, FerryError *err)
     m->info.status = FERRY_MIG_NONE;
     atomic_store(&m->cancel, false);
     m->start_ns = mig_now_ns();
+    m->rate_t0_ns = m->start_ns;
+    m->rate_bytes0 = m->rate_pages0 = m->pages_sent = 0;
     for (unsigned i = 0; i < sizeof(m->fds) / sizeof(m->fds[0]); i++)
         m->fds[i] = -1;
     m->nfds = 0;

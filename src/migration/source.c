@@ -34,6 +34,7 @@ typedef struct Sender {
     size_t rec_len;
     bool rec_open;
     uint32_t rec_block;
+    uint64_t rec_first, rec_last; /* pages of the open record, for error messages */
     bool run_open;
     size_t run_hdr;
     uint64_t run_first;
@@ -142,15 +143,22 @@ static int rec_flush(Sender *s)
     s->rec_open = false;
     int r = ferry_stream_write_record(s->w, FERRY_REC_RAM_PAGES, 0, "", s->rec_block, 1, &iov, 1,
                                       &s->err);
-    if (r < 0)
-        return r;
+    if (r < 0) {
+        const FerryRamBlock *b = &s->src->blocks[s->rec_block].b;
+        return ferry_error_prefix(&s->err, "sending RAM block %u (guest-physical 0x%" PRIx64
+                                  ", %" PRIu64 " MiB), pages %" PRIu64 "-%" PRIu64 ": ",
+                                  s->rec_block, b->gpa, b->size >> 20, s->rec_first,
+                                  s->rec_last);
+    }
     s->bytes += s->rec_len + 40;
     FerryMigration *m = s->src->m;
     pthread_mutex_lock(&m->lock);
     m->info.ram_transferred += s->rec_len + 40; /* live, for query-migrate */
-    uint64_t done = (s->pages - s->pages_reported) * FERRY_RAM_PAGE_SIZE;
+    uint64_t npages = s->pages - s->pages_reported;
+    uint64_t done = npages * FERRY_RAM_PAGE_SIZE;
     s->pages_reported = s->pages;
     m->info.ram_remaining = m->info.ram_remaining > done ? m->info.ram_remaining - done : 0;
+    mig_rate_account(m, npages, false);
     pthread_mutex_unlock(&m->lock);
     throttle_bandwidth(s, s->rec_len);
     return 0;
@@ -168,6 +176,7 @@ static int page_add(Sender *s, uint32_t block, uint64_t page, uint8_t enc, const
     if (!s->rec_open) {
         s->rec_open = true;
         s->rec_block = block;
+        s->rec_first = page;
         s->rec_len = 0;
         s->run_open = false;
     }
@@ -200,6 +209,7 @@ static int page_add(Sender *s, uint32_t block, uint64_t page, uint8_t enc, const
     }
     s->run_count++;
     s->pages++;
+    s->rec_last = page;
     /* Zero runs cost 13 bytes however long; still close records now and then so a huge idle
      * block does not become one record the destination cannot verify before applying. */
     if (s->rec_len >= MIG_RECORD_TARGET || s->run_count >= (1u << 20))
@@ -431,6 +441,9 @@ static void throttle_end(Source *src)
     atomic_store(&src->throttle_stop, true);
     pthread_join(src->throttle_thread, NULL);
     src->throttle_running = false;
+    pthread_mutex_lock(&src->m->lock);
+    src->m->info.throttle_active = false; /* throttle_pct keeps the last value applied */
+    pthread_mutex_unlock(&src->m->lock);
 }
 
 /* ---- setup -------------------------------------------------------------------------------- */
@@ -576,6 +589,8 @@ static void guest_stop(Source *src)
     else
         ferry_vcpus_pause(h->vcpus);
     src->paused = true;
+    if (h->on_switchover_stop)
+        h->on_switchover_stop(h->opaque, true);
 }
 
 static void guest_resume(Source *src)
@@ -588,6 +603,8 @@ static void guest_resume(Source *src)
     else
         ferry_vcpus_resume(h->vcpus);
     src->paused = false;
+    if (h->on_switchover_stop)
+        h->on_switchover_stop(h->opaque, false);
 }
 
 /* x-ferry-test-subsection (S14, test only): the registry's records, the first one with an extra
@@ -684,13 +701,12 @@ static void stats_update(Source *src, const FerryMigPass *ps, uint64_t dirty, do
     in->normal_bytes = normal_bytes;
     in->dirty_sync_count++;
     double secs = ps->duration_us / 1e6;
-    if (secs > 0) {
-        in->mbps = (double)ps->bytes_sent * 8 / 1e6 / secs;
-        in->pages_per_second = (uint64_t)((double)ps->pages_sent / secs);
+    if (secs > 0)
         in->dirty_pages_rate = (uint64_t)((double)dirty / secs);
-    }
+    mig_rate_account(m, 0, true); /* the pass's pages were counted as their records went */
     in->expected_downtime_ms = (uint64_t)exp_ms;
     in->throttle_pct = atomic_load(&src->throttle_pct);
+    in->throttle_active = src->throttle_running && !ps->final;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -947,11 +963,13 @@ static int source_run(Source *src, FerryError *err)
         bool shrinking = dirty * 4 < prev_dirty * 3 && exp_ms > 2.0;
         if (fits && (!shrinking || dirty == 0))
             break;
-        if (pass + 1 >= src->p.max_passes) {
+        /* Non-convergence policy. max_passes counts passes with the final one, which comes
+         * next: pass + 2 passes in all if we stop now. */
+        if (pass + 2 >= src->p.max_passes) {
             if (src->p.converge == FERRY_MIG_CONVERGE_SWITCHOVER)
                 break;
             /* Throttle: 20 % more per pass, switch over regardless after 3x max_passes. */
-            if (pass + 1 >= 3 * src->p.max_passes)
+            if (pass + 2 >= 3 * src->p.max_passes)
                 break;
             unsigned pct = atomic_load(&src->throttle_pct);
             atomic_store(&src->throttle_pct, pct + 20 > 90 ? 90u : pct + 20);
@@ -960,6 +978,10 @@ static int source_run(Source *src, FerryError *err)
                 if (pthread_create(&src->throttle_thread, NULL, throttle_main, src) == 0)
                     src->throttle_running = true;
             }
+            pthread_mutex_lock(&m->lock);
+            m->info.throttle_pct = atomic_load(&src->throttle_pct);
+            m->info.throttle_active = src->throttle_running;
+            pthread_mutex_unlock(&m->lock);
         }
         prev_dirty = dirty;
     }
@@ -968,10 +990,10 @@ static int source_run(Source *src, FerryError *err)
     throttle_end(src);
     if ((r = drain(src, err)) < 0)
         return r;
-    mig_set_status(m, FERRY_MIG_DEVICE);
     uint64_t t_stop = mig_now_ns();
     atomic_store(&src->switchover, true);
     guest_stop(src);
+    mig_set_status(m, FERRY_MIG_DEVICE);
     uint64_t t0 = mig_now_ns();
     r = fetch_dirty(src, true, &dirty, err);
     if (!r)
@@ -1020,6 +1042,7 @@ static int source_run(Source *src, FerryError *err)
     m->info.downtime_us = (mig_now_ns() - t_stop) / 1000;
     m->info.downtime_ms = m->info.downtime_us / 1000;
     m->info.ram_remaining = 0;
+    mig_rate_complete(m);
     pthread_mutex_unlock(&m->lock);
     return 0;
 }

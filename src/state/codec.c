@@ -465,9 +465,12 @@ static int run_hook(CodecCtx *c, FerryHookFn hook, const char *what, void *opaqu
     int rc = hook(opaque, v, c->err);
     if (rc) {
         assert(rc < 0);
-        char path[256];
+        char path[256], msg[FERRY_ERROR_MSG_MAX];
         codec_path(c, path, sizeof(path));
-        ferry_error_prefix(c->err, "%s: %s failed: ", path, what);
+        snprintf(msg, sizeof(msg), "%s", c->err->msg);
+        /* Like every other codec error: what (path, hook) and where (stream offset). */
+        ferry_error_set(c->err, rc, "%s: %s failed: %s (offset 0x%" PRIx64 ")", path, what, msg,
+                        ferry_io_offset(c->io));
     }
     return rc;
 }

@@ -141,8 +141,10 @@ int ferry_stream_write_record(FerryStreamWriter *w, uint8_t kind, uint8_t flags,
         uint64_t sum = htole64(XXH3_64bits_digest(w->xx));
         rc = ferry_io_write(w->io, &sum, 8, err);
     }
-    if (rc)
+    if (rc && name[0])
         ferry_error_prefix(err, "writing %s record '%s': ", ferry_record_kind_name(kind), name);
+    else if (rc) /* RAM records carry no name: the caller says which block */
+        ferry_error_prefix(err, "writing %s record: ", ferry_record_kind_name(kind));
     return rc;
 }
 
@@ -521,8 +523,10 @@ int ferry_stream_read_registry(FerryStreamReader *r, FerryRegistry *reg,
                                        ferry_record_kind_name(rec.kind), rec.kind, rec.offset);
             }
             if (rec.kind != FERRY_REC_SCHEMA)
-                warn(opts, "skipped optional %s record (kind 0x%02x, %" PRIu64 " bytes)",
-                     ferry_record_kind_name(rec.kind), rec.kind, rec.length);
+                warn(opts,
+                     "skipped optional %s record '%s' (kind 0x%02x, %" PRIu64
+                     " bytes) at offset 0x%" PRIx64,
+                     ferry_record_kind_name(rec.kind), rec.name, rec.kind, rec.length, rec.offset);
             rc = ferry_stream_skip_payload(r, err);
         }
         if (rc)

@@ -319,9 +319,9 @@ int ferry_analyze_ferry_fd(const char *name, int fd, const FerryAnalyzeOpts *o)
             }
             t->skipped++;
             fprintf(stderr,
-                    "ferry analyze: %s: warning: skipped optional record kind 0x%02x at "
-                    "offset 0x%" PRIx64 "\n",
-                    name, rec.kind, rec.offset);
+                    "ferry analyze: %s: warning: skipped optional record '%s' kind 0x%02x (%" PRIu64
+                    " bytes) at offset 0x%" PRIx64 "\n",
+                    name, rec.name, rec.kind, rec.length, rec.offset);
             rc = ferry_stream_skip_payload(r, &err);
         }
     }

@@ -17,7 +17,8 @@
 
 typedef struct MigOpts {
     const char *qmp, *uri, *timeline;
-    int64_t downtime_limit, max_bandwidth, channels;
+    const char *converge; /* x-ferry-converge, NULL: unchanged */
+    int64_t downtime_limit, max_bandwidth, channels, max_passes;
     double timeout_s;
     bool quiet, verbose;
 } MigOpts;
@@ -32,6 +33,11 @@ static void usage(FILE *out)
             "  --downtime-limit MS     longest acceptable stop (migrate-set-parameters)\n"
             "  --max-bandwidth SIZE    bytes/s cap, suffix K/M/G (0 = unlimited on Ferry)\n"
             "  --channels N            dedicated RAM channels (multifd-channels)\n"
+            "  --converge POLICY       when the guest dirties too fast: switchover (default:\n"
+            "                          stop after --max-passes passes) or throttle (slow the\n"
+            "                          vCPUs first); Ferry only (x-ferry-converge)\n"
+            "  --max-passes N          passes, the final one included, before that policy\n"
+            "                          applies: 2 to 255 (default 30; x-ferry-max-passes)\n"
             "  --timeline FILE.svg     plot pages sent and dirtied per pass, and the downtime\n"
             "  --timeout SECONDS       cancel the migration if it has not ended (default none)\n"
             "  --quiet                 no progress bar, summary only\n"
@@ -55,7 +61,7 @@ static int64_t parse_size(const char *s)
 
 static int parse(int argc, char **argv, MigOpts *o)
 {
-    o->downtime_limit = o->max_bandwidth = o->channels = -1;
+    o->downtime_limit = o->max_bandwidth = o->channels = o->max_passes = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -92,6 +98,10 @@ static int parse(int argc, char **argv, MigOpts *o)
             o->max_bandwidth = parse_size(v);
         else if (!strcmp(a, "--channels"))
             o->channels = parse_size(v);
+        else if (!strcmp(a, "--max-passes"))
+            o->max_passes = parse_size(v);
+        else if (!strcmp(a, "--converge"))
+            o->converge = v;
         else if (!strcmp(a, "--timeout"))
             o->timeout_s = atof(v);
         else {
@@ -102,6 +112,14 @@ static int parse(int argc, char **argv, MigOpts *o)
             (!strcmp(a, "--max-bandwidth") && o->max_bandwidth < 0) ||
             (!strcmp(a, "--channels") && (o->channels < 0 || o->channels > 255))) {
             fprintf(stderr, "ferry migrate: %s '%s' is not a valid value\n", a, v);
+            return -1;
+        }
+        if (!strcmp(a, "--max-passes") && (o->max_passes < 2 || o->max_passes > 255)) {
+            fprintf(stderr, "ferry migrate: --max-passes '%s': expects 2 to 255\n", v);
+            return -1;
+        }
+        if (!strcmp(a, "--converge") && strcmp(v, "switchover") && strcmp(v, "throttle")) {
+            fprintf(stderr, "ferry migrate: --converge '%s': expects switchover or throttle\n", v);
             return -1;
         }
     }
@@ -136,11 +154,16 @@ static void progress(json_t *st, double rate, bool tty)
     for (int i = 0; i < width; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
+    /* While active the pass under way is the one after the last finished sync; once the
+     * migration completed, passes are all finished and the real downtime is known. */
+    const char *status = json_string_value(json_object_get(st, "status")) ?: "";
+    bool done = !strcmp(status, "completed");
     fprintf(stderr, "%s[%s] %5.1f%%  %7.1f MiB/s  pass %" JSON_INTEGER_FORMAT
-            "  expected downtime %" JSON_INTEGER_FORMAT " ms  %-10s%s",
-            tty ? "\r" : "", bar, pct, rate / (1 << 20), jint(ram, "dirty-sync-count") + 1,
-            jint(st, "expected-downtime"),
-            json_string_value(json_object_get(st, "status")) ?: "", tty ? "" : "\n");
+            "  %s %" JSON_INTEGER_FORMAT " ms  %-10s%s",
+            tty ? "\r" : "", bar, pct, rate / (1 << 20),
+            jint(ram, "dirty-sync-count") + (done ? 0 : 1),
+            done ? "downtime" : "expected downtime",
+            jint(st, done ? "downtime" : "expected-downtime"), status, tty ? "" : "\n");
     fflush(stderr);
 }
 
@@ -249,6 +272,10 @@ static int run_migrate(int argc, char **argv)
         json_object_set_new(params, "max-bandwidth", json_integer(o.max_bandwidth));
     if (o.channels >= 0)
         json_object_set_new(params, "multifd-channels", json_integer(o.channels));
+    if (o.converge)
+        json_object_set_new(params, "x-ferry-converge", json_string(o.converge));
+    if (o.max_passes >= 0)
+        json_object_set_new(params, "x-ferry-max-passes", json_integer(o.max_passes));
     int rc = 1;
     if (json_object_size(params) &&
         ferry_qmp_client_execute(c, "migrate-set-parameters", params, NULL, &qerr, TIMEOUT_MS,

@@ -217,10 +217,15 @@ static int parse_firmware(RunOptions *o, const char *v, FerryError *err)
     return 0;
 }
 
+/* URI, or "defer" (QEMU's -incoming defer): wait in inmigrate for QMP migrate-incoming. */
 static int parse_incoming(RunOptions *o, const char *v, FerryError *err)
 {
     if (!*v)
-        return ferry_error_set(err, -EINVAL, "--incoming: empty URI (e.g. tcp:HOST:PORT)");
+        return ferry_error_set(err, -EINVAL, "--incoming: empty URI (e.g. tcp:HOST:PORT or "
+                               "defer)");
+    if (o->incoming)
+        return ferry_error_set(err, -EINVAL, "--incoming %s: give one of --incoming and "
+                               "--restore, once", v);
     o->incoming = v;
     return 0;
 }
@@ -232,6 +237,9 @@ static int parse_restore(RunOptions *o, const char *v, FerryError *err)
         return ferry_error_set(err, -EINVAL, "--restore: empty file name");
     if (strlen(v) + 6 > sizeof(o->restore_uri))
         return ferry_error_set(err, -EINVAL, "--restore: file name too long");
+    if (o->incoming)
+        return ferry_error_set(err, -EINVAL, "--restore %s: give one of --incoming and "
+                               "--restore, once", v);
     snprintf(o->restore_uri, sizeof(o->restore_uri), "file:%s", v);
     o->incoming = o->restore_uri;
     return 0;
@@ -307,7 +315,9 @@ static const RunOption run_options[] = {
      "flat 64-bit binary, loaded at 1 MiB and started in long mode "
      "(default: the built-in firmware)",
      parse_firmware},
-    {"incoming", "URI", "wait in 'inmigrate' for a migration stream instead of booting",
+    {"incoming", "URI|defer",
+     "wait in 'inmigrate' for a migration stream instead of booting (defer: the URI comes "
+     "later with QMP migrate-incoming)",
      parse_incoming},
     {"restore", "FILE", "resume the snapshot FILE (written by QMP migrate file:FILE)",
      parse_restore},
@@ -372,6 +382,9 @@ static int parse_args(int argc, char **argv, RunOptions *o, FerryError *err)
         return ferry_error_set(err, -EINVAL,
                                "--workload configures the firmware (built-in or --firmware); "
                                "it cannot be combined with --boot-sector");
+    if (o->incoming && !strcmp(o->incoming, "defer") && !o->qmp)
+        return ferry_error_set(err, -EINVAL, "--incoming defer waits for QMP migrate-incoming: "
+                               "give --qmp unix:PATH");
     if (o->maxmem && o->maxmem < o->memory)
         return ferry_error_set(err, -EINVAL, "--maxmem (%llu MiB) is below --memory (%llu MiB)",
                                (unsigned long long)(o->maxmem >> 20),
@@ -380,6 +393,14 @@ static int parse_args(int argc, char **argv, RunOptions *o, FerryError *err)
         return ferry_error_set(err, -EINVAL,
                                "--maxmem must exceed --memory by a multiple of "
                                "128M (the memory block size)");
+    if (o->maxmem && (o->maxmem - o->memory) / FERRY_MEM_BLOCK_SIZE > FERRY_MACHINE_MAX_SLOTS)
+        return ferry_error_set(err, -EINVAL,
+                               "--maxmem (%llu MiB): at most %u hotpluggable memory blocks of "
+                               "128M above --memory (maxmem <= %llu MiB)",
+                               (unsigned long long)(o->maxmem >> 20), FERRY_MACHINE_MAX_SLOTS,
+                               (unsigned long long)((o->memory + FERRY_MACHINE_MAX_SLOTS *
+                                                                     FERRY_MEM_BLOCK_SIZE) >>
+                                                    20));
     return 0;
 }
 
@@ -614,7 +635,9 @@ static int run_vm(const RunOptions *o, FerryError *err)
         if (r < 0)
             goto out;
     }
-    if (o->incoming) {
+    if (o->incoming && !strcmp(o->incoming, "defer")) {
+        fprintf(stderr, "ferry run: waiting in 'inmigrate' for QMP migrate-incoming\n");
+    } else if (o->incoming) {
         r = ferry_vm_migration_incoming(ctx.vmig, o->incoming, err);
         if (r < 0) {
             ferry_error_prefix(err, "--incoming %s: ", o->incoming);

@@ -50,7 +50,10 @@ class Qmp:
                 if time.time() > end:
                     raise
                 time.sleep(0.02)
-        self.f = self.s.makefile("rw")
+        # Separate reader and writer: a TextIOWrapper over "rw" throws away the lines it has
+        # read ahead whenever it writes, so events queued behind a reply were lost.
+        self.f = self.s.makefile("r")
+        self.w = self.s.makefile("w")
         json.loads(self.f.readline())
         self.events = []
         self.unseen = []  # events not yet looked at by wait_event
@@ -60,8 +63,8 @@ class Qmp:
         msg = {"execute": name}
         if args:
             msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
+        self.w.write(json.dumps(msg) + "\n")
+        self.w.flush()
         while True:
             r = json.loads(self.f.readline())
             if "event" in r:

@@ -31,6 +31,28 @@ ferry, tmp, failures = ferrykvm.ferry, ferrykvm.tmp, ferrykvm.failures
 # ---- S2, S3, S10: hotplugged devices, destination built with device_add, mid-migration refusal
 src = Vm([])
 check(src.wait_line("VERIFY ok"), "source boots and verifies")
+# Ferry's non-convergence parameters (docs/migration.md): defaults, set/query, bad values.
+mp = src.q.ok("query-migrate-parameters")
+check(mp.get("x-ferry-converge") == "switchover" and mp.get("x-ferry-max-passes") == 30,
+      f"non-convergence defaults: switchover after 30 passes ({mp})")
+src.q.ok("migrate-set-parameters", **{"x-ferry-converge": "throttle", "x-ferry-max-passes": 7})
+mp = src.q.ok("query-migrate-parameters")
+check(mp.get("x-ferry-converge") == "throttle" and mp.get("x-ferry-max-passes") == 7,
+      f"x-ferry-converge/x-ferry-max-passes set ({mp})")
+for args, want in (({"x-ferry-converge": "later"},
+                    "Parameter 'x-ferry-converge' does not accept value 'later'"),
+                   ({"x-ferry-max-passes": 1},
+                    "Parameter 'x-ferry-max-passes' expects a value between 2 and 255"),
+                   ({"x-ferry-max-passes": 256},
+                    "Parameter 'x-ferry-max-passes' expects a value between 2 and 255"),
+                   ({"x-ferry-max-passes": 5, "x-ferry-convergence": "throttle"},
+                    "Parameter 'x-ferry-convergence' is unexpected")):
+    r = src.q.cmd("migrate-set-parameters", **args)
+    check(r.get("error", {}).get("desc") == want, f"migrate-set-parameters {args}: {r}")
+mp = src.q.ok("query-migrate-parameters")
+check(mp.get("x-ferry-converge") == "throttle" and mp.get("x-ferry-max-passes") == 7,
+      f"a refused migrate-set-parameters changes nothing ({mp})")
+src.q.ok("migrate-set-parameters", **{"x-ferry-converge": "switchover", "x-ferry-max-passes": 30})
 check("error" not in dev(src.q, "cpu", "cpu1", 1), "hotplug cpu1 on the source")
 check("error" not in dev(src.q, "mem-block", "mem0", 0), "hotplug mem0 on the source")
 check(src.wait_line("ONLINE cpu 1") and src.wait_line("ONLINE mem 0"),
@@ -57,6 +79,10 @@ while time.time() < end and st.get("status") not in ("completed", "failed", "can
     st = src.q.ok("query-migrate")
     time.sleep(0.02)
 check(st.get("status") == "completed", f"S10: migration completes ({st.get('error-desc')})")
+ram = st.get("ram", {})
+check(ram.get("mbps", 0) > 0 and ram.get("pages-per-second", 0) > 0,
+      f"completed: mbps {ram.get('mbps')} and pages-per-second {ram.get('pages-per-second')} "
+      "are the migration's averages")
 check(src.status() == "postmigrate", "source in postmigrate")
 time.sleep(0.3)
 check(dst.status() == "running", "destination running")
@@ -229,12 +255,16 @@ port = free_port()
 dst = Vm([], incoming=f"tcp:127.0.0.1:{port}")
 svg = os.path.join(tmp, "t.svg")
 p = subprocess.run([ferry, "migrate", "--qmp", rest.qmp_path, "--timeline", svg,
+                    "--converge", "throttle", "--max-passes", "12",
                     f"tcp:127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
 check(p.returncode == 0 and "migration completed" in p.stdout and "downtime" in p.stdout,
       f"ferry migrate: {p.stdout.strip()} {p.stderr.strip()[-200:]}")
 check(os.path.exists(svg) and "<svg" in open(svg).read() and "final" in open(svg).read(),
       "ferry migrate --timeline writes the SVG plot")
 verify_progress(dst, "migrated restored VM")
+mp = rest.q.ok("query-migrate-parameters")
+check(mp.get("x-ferry-converge") == "throttle" and mp.get("x-ferry-max-passes") == 12,
+      f"ferry migrate --converge/--max-passes set the parameters ({mp})")
 p = subprocess.run([ferry, "migrate", "--qmp", dst.qmp_path, "tcp:127.0.0.1:1"],
                    capture_output=True, text=True, timeout=60)
 check(p.returncode == 1 and "keeps running" in p.stderr,

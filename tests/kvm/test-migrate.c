@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 
+#include "ferry/control/qmp-migration.h"
 #include "ferry/migration/migration.h"
 #include "kvm-test.h"
 #include "mig-proxy.h"
@@ -19,14 +20,19 @@
 #define RAM (128ULL << 20)
 #define FIRST_PAGE 256  /* 1 MiB */
 #define LAST_PAGE 25600 /* 100 MiB */
+#define LAST_PAGE_5M 1280 /* dirty-5m.img: 1..5 MiB */
 
 static const char *guest_dir;
+/* The guest image and the end of the range it dirties; the non-convergence tests use the 5 MiB
+ * guest (setup_5m/teardown_5m) so a deliberately low bandwidth cap still takes a few seconds. */
+static const char *guest_img = "dirty.img";
+static unsigned last_page = LAST_PAGE;
 
 static void boot(KtGuest *g, uint64_t ram)
 {
     char path[4096];
     FerryError err = {0};
-    snprintf(path, sizeof(path), "%s/dirty.img", guest_dir);
+    snprintf(path, sizeof(path), "%s/%s", guest_dir, guest_img);
     kt_guest_init(g, ram, -1);
     if (ferry_boot_sector(g->vm, g->bsp, path, &err) < 0)
         kt_die("ferry_boot_sector", &err);
@@ -52,7 +58,7 @@ static void check_counters(KtGuest *g, const char *who)
 {
     const uint8_t *ram = ferry_vm_gpa_to_host(g->vm, 0, RAM);
     unsigned steps = 0;
-    for (unsigned p = FIRST_PAGE; p + 1 < LAST_PAGE; p++) {
+    for (unsigned p = FIRST_PAGE; p + 1 < last_page; p++) {
         uint8_t d = (uint8_t)(ram[(size_t)p * 4096] - ram[(size_t)(p + 1) * 4096]);
         if (d > 1)
             fail_msg("%s: page counters inconsistent at page %u (%u then %u)", who, p,
@@ -331,7 +337,7 @@ static void test_handshake_mismatch(void **state)
     pair_free(&p);
 }
 
-static void cut_at(int64_t n, bool channels)
+static void cut_at(int64_t n, bool channels, const char *src_msg)
 {
     Pair p;
     MigProxy proxy = {.cut_after = n, .flip_at = -1};
@@ -341,17 +347,20 @@ static void cut_at(int64_t n, bool channels)
     prm.multifd_channels = channels ? 2 : 0;
     printf(" cut after %lld bytes%s\n", (long long)n, channels ? " (2 RAM channels)" : "");
     run_tcp(&p, &prm, &proxy);
-    expect_failed(&p, NULL, NULL);
+    expect_failed(&p, src_msg, NULL);
+    if (strstr(p.is.error, "''")) /* a record or block with no name: says nothing */
+        fail_msg("source error names nothing: %s", p.is.error);
     pair_free(&p);
 }
 
 static void test_cut(void **state)
 {
     (void)state;
-    cut_at(10, false);        /* inside the stream header */
-    cut_at(300, false);       /* inside the handshake */
-    cut_at(4 << 20, false);   /* first pass */
-    cut_at(400, true);        /* main channel after the handshake, RAM channels running */
+    cut_at(10, false, NULL);      /* inside the stream header */
+    cut_at(300, false, NULL);     /* inside the handshake */
+    /* First pass, RAM on the main connection: the error says which RAM it was sending. */
+    cut_at(4 << 20, false, "sending RAM block 0 (guest-physical 0x0, 128 MiB), pages ");
+    cut_at(400, true, NULL);      /* main channel after the handshake, RAM channels running */
 }
 
 /* Cut in a later dirty pass, timed by the engine's own pass hook: pass 1 (all RAM) at full
@@ -466,6 +475,170 @@ static void test_cancel(void **state)
     pair_free(&p);
 }
 
+static int setup_5m(void **state)
+{
+    (void)state;
+    guest_img = "dirty-5m.img";
+    last_page = LAST_PAGE_5M;
+    return 0;
+}
+
+static int teardown_5m(void **state)
+{
+    (void)state;
+    guest_img = "dirty.img";
+    last_page = LAST_PAGE;
+    return 0;
+}
+
+#define CAP (32u << 20) /* bytes/s */
+
+/* Parameters under which the 5 MiB guest never converges: raw re-sends (no delta) at 32 MiB/s
+ * make a dirty pass of its 1024 pages take ~125 ms, while the guest rewrites all of them every
+ * few milliseconds, so the expected stop never fits 10 ms. */
+static void nonconverging_params(FerryMigParams *prm, FerryMigConverge policy, uint32_t passes)
+{
+    ferry_mig_params_default(prm);
+    prm->multifd_channels = 0;
+    prm->delta = false;
+    prm->max_bandwidth = CAP;
+    prm->downtime_limit_ms = 10;
+    prm->converge = policy;
+    prm->max_passes = passes;
+}
+
+/* Start the migration and sample query-migrate until it ends: whether mbps was ever 0 after
+ * bytes had moved, and the highest cpu-throttle-percentage the QMP answer showed. */
+typedef struct Samples {
+    unsigned n, zero_rate;
+    json_int_t max_throttle;
+} Samples;
+
+static void run_sampled(Pair *p, const FerryMigParams *prm, Samples *sm)
+{
+    FerryError err = {0};
+    memset(sm, 0, sizeof(*sm));
+    assert_int_equal(ferry_migration_set_params(p->ms, prm, &err), 0);
+    if (ferry_migration_incoming(p->md, "tcp:127.0.0.1:0", &err) < 0)
+        fail_msg("incoming: %s", err.msg);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", ferry_migration_incoming_port(p->md));
+    if (ferry_migration_start(p->ms, uri, &err) < 0)
+        fail_msg("start: %s", err.msg);
+    static FerryMigInfo in; /* large: not on the stack */
+    for (;;) {
+        ferry_migration_info(p->ms, &in);
+        if (!ferry_mig_status_active(in.status))
+            break;
+        if (in.status == FERRY_MIG_ACTIVE && in.ram_transferred > 0) {
+            sm->n++;
+            json_t *j = ferry_qmp_migration_info_json(&in);
+            json_t *ram = json_object_get(j, "ram");
+            if (json_real_value(json_object_get(ram, "mbps")) <= 0 ||
+                json_integer_value(json_object_get(ram, "pages-per-second")) <= 0)
+                sm->zero_rate++;
+            json_int_t t = json_integer_value(json_object_get(j, "cpu-throttle-percentage"));
+            if (t > sm->max_throttle)
+                sm->max_throttle = t;
+            json_decref(j);
+        }
+        usleep(5000);
+    }
+    pair_finish(p);
+}
+
+static void print_passes(const FerryMigInfo *in)
+{
+    for (unsigned i = 0; i < in->npasses; i++)
+        printf("   pass %u: sent %llu dirtied %llu bytes %llu %llu us%s\n", i + 1,
+               (unsigned long long)in->passes[i].pages_sent,
+               (unsigned long long)in->passes[i].pages_dirtied,
+               (unsigned long long)in->passes[i].bytes_sent,
+               (unsigned long long)in->passes[i].duration_us, in->passes[i].final ? " final" : "");
+}
+
+/* x-ferry-converge switchover: a guest that never converges is switched over on the
+ * max-passes-th pass exactly (the final one included), and arrives intact. */
+static void test_converge_switchover(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    nonconverging_params(&prm, FERRY_MIG_CONVERGE_SWITCHOVER, 4);
+    Samples sm;
+    run_sampled(&p, &prm, &sm);
+    print_passes(&p.is);
+    printf("  %u samples, %u with a zero rate, mbps %.1f\n", sm.n, sm.zero_rate, p.is.mbps);
+    expect_ok(&p);
+    assert_int_equal(p.is.dirty_sync_count, 4);
+    assert_int_equal(p.is.npasses, 4);
+    assert_true(p.is.passes[3].final);
+    /* It did not converge: every live dirty pass found the whole range dirty again. */
+    assert_true(p.is.passes[2].pages_dirtied >= LAST_PAGE_5M - FIRST_PAGE);
+    assert_int_equal(sm.max_throttle, 0);
+    assert_int_equal(p.is.throttle_pct, 0);
+    assert_int_equal(sm.zero_rate, 0);
+    pair_free(&p);
+}
+
+/* x-ferry-converge throttle: from the max-passes-th pass on the vCPUs are throttled 20 % more
+ * per pass (query-migrate shows cpu-throttle-percentage meanwhile, as QEMU), and the guest that
+ * still does not converge is switched over on pass 3 x max-passes. */
+static void test_converge_throttle(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    nonconverging_params(&prm, FERRY_MIG_CONVERGE_THROTTLE, 2);
+    Samples sm;
+    run_sampled(&p, &prm, &sm);
+    print_passes(&p.is);
+    printf("  %u samples, highest cpu-throttle-percentage %lld, last throttle %u %%\n", sm.n,
+           (long long)sm.max_throttle, p.is.throttle_pct);
+    expect_ok(&p);
+    assert_int_equal(p.is.dirty_sync_count, 6);
+    assert_true(p.is.passes[5].final);
+    /* Throttled from pass 2 on: 20, 40, 60, 80 % before passes 2..5. */
+    assert_int_equal(p.is.throttle_pct, 80);
+    assert_true(sm.max_throttle >= 20 && sm.max_throttle <= 80);
+    assert_false(p.is.throttle_active);
+    json_t *j = ferry_qmp_migration_info_json(&p.is);
+    assert_null(json_object_get(j, "cpu-throttle-percentage")); /* shown only while throttling */
+    json_decref(j);
+    pair_free(&p);
+}
+
+/* mbps and pages-per-second: never 0 while bytes move, and after completion the average over
+ * the migration, which a bandwidth cap bounds (not a timing assertion: a wide margin). */
+static void test_rate_capped(void **state)
+{
+    (void)state;
+    Pair p;
+    pair_setup(&p, RAM);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.max_bandwidth = CAP;
+    Samples sm;
+    run_sampled(&p, &prm, &sm);
+    double cap_mbps = (double)CAP * 8 / 1e6;
+    printf("  %u samples, %u with a zero rate; completed: %.1f Mbit/s (cap %.1f), %llu pages/s\n",
+           sm.n, sm.zero_rate, p.is.mbps, cap_mbps, (unsigned long long)p.is.pages_per_second);
+    expect_ok(&p);
+    assert_true(sm.n > 0);
+    assert_int_equal(sm.zero_rate, 0);
+    assert_true(p.is.mbps > 0 && p.is.mbps <= cap_mbps * 1.5);
+    assert_true(p.is.pages_per_second > 0);
+    json_t *j = ferry_qmp_migration_info_json(&p.is);
+    json_t *ram = json_object_get(j, "ram");
+    assert_true(json_real_value(json_object_get(ram, "mbps")) == p.is.mbps);
+    assert_int_equal(json_integer_value(json_object_get(ram, "pages-per-second")),
+                     p.is.pages_per_second);
+    json_decref(j);
+    pair_free(&p);
+}
+
 int main(int argc, char **argv)
 {
     kt_require_kvm("kvm-migrate");
@@ -487,6 +660,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_flip),
         cmocka_unit_test(test_ack_lost),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test_setup_teardown(test_converge_switchover, setup_5m, teardown_5m),
+        cmocka_unit_test_setup_teardown(test_converge_throttle, setup_5m, teardown_5m),
+        cmocka_unit_test_setup_teardown(test_rate_capped, setup_5m, teardown_5m),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,9 @@ for args, needle in [
     (["--qmp", "/tmp/x"], "expected unix:PATH"),
     (["--memory", "256M", "--maxmem", "128M"], "--maxmem (128 MiB) is below --memory"),
     (["--memory", "128M", "--maxmem", "200M"], "multiple of 128M"),
+    (["--memory", "1G", "--maxmem", "100G"],
+     "--maxmem (102400 MiB): at most 64 hotpluggable memory blocks of 128M above --memory "
+     "(maxmem <= 9216 MiB)"),
     (["--device"], "--device needs a value"),
     (["--smp", "1,maxcpus=65"], "maxcpus=65 exceeds Ferry's 64 vCPU slots"),
     (["--memory"], "--memory needs a value"),

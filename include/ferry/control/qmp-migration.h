@@ -10,14 +10,16 @@
 #include "ferry/migration/migration.h"
 
 typedef struct FerryQmpMigration FerryQmpMigration;
-typedef bool (*FerryQmpIncomingAllowedFn)(void *opaque);
+/* Start an incoming migration on `uri` for QMP migrate-incoming, or refuse with a message
+ * (the QMP error's desc). */
+typedef int (*FerryQmpIncomingFn)(void *opaque, const char *uri, FerryError *err);
 
 /* Implement the six commands on `cmds` with `mig` (borrowed; must outlive the registry).
- * migrate-incoming is accepted only while `incoming_allowed` says so (NULL: always), e.g. in
- * the inmigrate run state, like QEMU's "-incoming defer". Returns the handlers' context; the
- * caller frees it with ferry_qmp_migration_free after destroying the server and registry. */
+ * migrate-incoming calls `incoming` (NULL: ferry_migration_incoming on `mig`, always allowed),
+ * which checks the host's state, like QEMU's "-incoming defer". Returns the handlers' context;
+ * the caller frees it with ferry_qmp_migration_free after destroying the server and registry. */
 FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMigration *mig,
-                                                FerryQmpIncomingAllowedFn incoming_allowed,
+                                                FerryQmpIncomingFn incoming,
                                                 void *opaque, FerryError *err);
 void ferry_qmp_migration_free(FerryQmpMigration *q);
 

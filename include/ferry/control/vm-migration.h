@@ -25,7 +25,11 @@ FerryVmMigration *ferry_vm_migration_create(FerryQmpCommands *cmds, FerryInstanc
 void ferry_vm_migration_destroy(FerryVmMigration *vm);
 /* Where MIGRATION / MIGRATION_PASS go (borrowed; NULL drops them). */
 void ferry_vm_migration_set_server(FerryVmMigration *vm, FerryQmpServer *srv);
-/* Start listening / reading (--incoming URI, --restore FILE = file:FILE). */
+/* Start listening / reading (--incoming URI, --restore FILE = file:FILE; QMP migrate-incoming
+ * after --incoming defer goes the same way). Refused, in QEMU's words, once one was started or
+ * when the instance is not in inmigrate; a failure to start (bad URI, address in use) allows a
+ * new attempt. The VM emits STOP when its vCPUs stop for switchover, RESUME if a failure or
+ * cancel resumes them. */
 int ferry_vm_migration_incoming(FerryVmMigration *vm, const char *uri, FerryError *err);
 FerryMigration *ferry_vm_migration_engine(FerryVmMigration *vm); /* borrowed */
 

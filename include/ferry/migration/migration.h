@@ -30,11 +30,17 @@ typedef enum FerryMigStatus {
 const char *ferry_mig_status_name(FerryMigStatus s);
 bool ferry_mig_status_active(FerryMigStatus s); /* setup, active, device, cancelling */
 
-/* What to do when the dirty set does not shrink below the downtime limit (docs/migration.md). */
+/* What to do when the dirty set does not shrink below the downtime limit (docs/migration.md,
+ * QMP x-ferry-converge). Passes are counted with the final stop-and-copy one included, so with
+ * "switchover" a migration that never converges ends with dirty-sync-count == max_passes. */
 typedef enum FerryMigConverge {
-    FERRY_MIG_CONVERGE_SWITCHOVER = 0, /* after max_passes: stop and send the rest (default) */
-    FERRY_MIG_CONVERGE_THROTTLE = 1,   /* after max_passes: throttle vCPUs in 20 % steps */
+    FERRY_MIG_CONVERGE_SWITCHOVER = 0, /* the max_passes-th pass is the final one (default) */
+    FERRY_MIG_CONVERGE_THROTTLE = 1,   /* from there, throttle vCPUs 20 % more per pass (up to
+                                          90 %); the 3*max_passes-th pass is the final one */
 } FerryMigConverge;
+/* Bounds of FerryMigParams.max_passes (x-ferry-max-passes): one live pass at least. */
+#define FERRY_MIG_MAX_PASSES_MIN 2
+#define FERRY_MIG_MAX_PASSES_MAX 255
 
 /* Test only (x-ferry-test-subsection, docs/migration.md): the source adds one subsection that
  * no destination knows, "<section>/x-ferry-test", to its first device record (S14). */
@@ -49,7 +55,8 @@ typedef struct FerryMigParams {
     uint64_t max_bandwidth;     /* bytes/s; 0 = unlimited (default) */
     uint32_t multifd_channels;  /* dedicated RAM channels (tcp/unix; default 2); 0 = RAM on the
                                    main channel, as always for fd: and file: */
-    uint32_t max_passes;        /* dirty passes before the non-convergence policy; default 30 */
+    uint32_t max_passes;        /* passes (final included) before the non-convergence policy
+                                   applies; FERRY_MIG_MAX_PASSES_MIN..MAX, default 30 */
     uint32_t converge;          /* FerryMigConverge */
     bool delta;                 /* XOR+RLE delta of re-sent pages (default true) */
     bool prefault;              /* destination: fault RAM in while waiting (default true) */
@@ -80,11 +87,15 @@ typedef struct FerryMigInfo {
     uint64_t ram_total, ram_transferred, ram_remaining; /* bytes */
     uint64_t duplicate, normal, delta_pages;            /* pages: zero, raw, delta-encoded */
     uint64_t normal_bytes;
-    double mbps;                 /* megabits/s over the last pass */
-    uint64_t dirty_sync_count;   /* dirty-log syncs (passes) */
-    uint64_t pages_per_second;
+    /* Active: over the last ~100 ms (or the last pass when shorter); completed: the average
+     * over the transfer time (total minus setup), as QEMU. */
+    double mbps;                 /* megabits/s (10^6) of wire bytes */
+    uint64_t dirty_sync_count;   /* dirty-log syncs = passes over RAM, the final one included */
+    uint64_t pages_per_second;   /* pages sent (zero pages included), same window as mbps */
     uint64_t dirty_pages_rate;
-    uint32_t throttle_pct;
+    uint32_t throttle_pct;       /* vCPU throttle now (policy "throttle"); kept at its last
+                                    value after the migration ends */
+    bool throttle_active;        /* the throttle runs (QMP cpu-throttle-percentage shown) */
     bool prefault_done;          /* destination: RAM faulted in (ready for a fast stream) */
     uint32_t npasses;
     FerryMigPass passes[FERRY_MIG_PASSES_MAX];
@@ -105,10 +116,14 @@ typedef struct FerryMigHost {
     /* vCPUs whose state migrates (default: every vCPU of `vcpus`). */
     unsigned (*vcpu_count)(void *opaque);
     FerryVcpu *(*vcpu_at)(void *opaque, unsigned index);
-    /* Stop/resume the guest (default: ferry_vcpus_pause/resume). The host keeps its run state
-     * in step (STOP/RESUME events). Called from engine threads. */
+    /* Stop/resume the guest (default: ferry_vcpus_pause/resume), without run-state change or
+     * event: throttling calls them every few milliseconds. Called from engine threads. */
     void (*stop)(void *opaque);
     void (*resume)(void *opaque);
+    /* Source: the guest was stopped for switchover (true; before status `device`, as QEMU
+     * emits STOP before MIGRATION device) or resumed after a failure or cancel (false).
+     * Throttling's short pauses are not reported. NULL: nothing. Engine thread. */
+    void (*on_switchover_stop)(void *opaque, bool stopped);
     /* Status changed (QMP MIGRATION) / a pass started (MIGRATION_PASS); engine threads. On
      * the destination, COMPLETED means loaded and verified (the host then runs the VM) and
      * FAILED means it must never run (the host shuts it down). */

@@ -197,6 +197,14 @@ static void test_standard_shapes(void **state)
                "Parameter 'max-bandwidth' expects uint64");
     check_args("migrate-set-parameters", "{\"multifd-channels\": \"4\"}",
                "Parameter 'multifd-channels' expects uint64");
+    check_args("migrate-set-parameters",
+               "{\"x-ferry-converge\": \"throttle\", \"x-ferry-max-passes\": 5}", NULL);
+    check_args("migrate-set-parameters", "{\"x-ferry-converge\": \"faster\"}",
+               "Parameter 'x-ferry-converge' does not accept value 'faster'");
+    check_args("migrate-set-parameters", "{\"x-ferry-converge\": 1}",
+               "Invalid parameter type for 'x-ferry-converge', expected: string");
+    check_args("migrate-set-parameters", "{\"x-ferry-max-passes\": -3}",
+               "Parameter 'x-ferry-max-passes' expects uint64");
     check_args("migrate-set-parameters", "{\"compress-level\": 1}",
                "Parameter 'compress-level' is unexpected");
     check_args("query-status", "{\"verbose\": true}", "Parameter 'verbose' is unexpected");

@@ -54,6 +54,7 @@ static void validation_errors(void **state)
     add_fails(m, "cpu,id=cpu2,slot=2,foo=1", "device 'cpu2': unknown parameter 'foo'");
     add_fails(m, "mem-block,id=mem1,slot=0,size=256M", "device 'mem1': memory block size must be 128M");
     add_fails(m, "cpu,id=cpu9,slot=9", "device 'cpu9': slot 9 out of range (4 cpu slots)");
+    add_fails(m, "card,id=c9,slot=9", "device 'c9': slot 9 out of range (4 card slots)");
     add_fails(m, "cpu,id=cpu0,slot=1", "duplicate device id 'cpu0'");
     add_fails(m, "cpu,id=cpuX,slot=0", "cpu slot 0 is already used by 'cpu0'");
     add_fails(m, "cpu,slot=1", "parameter 'id' is required");

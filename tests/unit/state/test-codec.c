@@ -811,25 +811,31 @@ static void test_hooks_errors(void **state)
 {
     (void)state;
     FerryError err;
-    FerryIO *io = ferry_io_mem_writer();
-    Hooked h = {.v = 1, .fail_at = 1};
-    assert_int_equal(ferry_state_save(&hooked_desc, &h, io, &err), -EIO);
-    assert_string_equal(err.msg, "hooked: pre_save failed: S refused");
-    assert_string_equal(h.log, "S2,"); /* nothing else ran */
-    h = (Hooked){.v = 1, .fail_at = 2};
-    assert_int_equal(ferry_state_save(&hooked_desc, &h, io, &err), -EIO);
-    assert_string_equal(err.msg, "hooked: post_save failed: s refused");
-    ferry_io_destroy(io);
     Hooked src = {.v = 1};
     size_t len;
     uint8_t *wire = save_to(&hooked_desc, &src, &len);
+    char want[160];
+    FerryIO *io = ferry_io_mem_writer();
+    Hooked h = {.v = 1, .fail_at = 1};
+    assert_int_equal(ferry_state_save(&hooked_desc, &h, io, &err), -EIO);
+    assert_string_equal(err.msg, "hooked: pre_save failed: S refused (offset 0x0)");
+    assert_string_equal(h.log, "S2,"); /* nothing else ran */
+    h = (Hooked){.v = 1, .fail_at = 2};
+    assert_int_equal(ferry_state_save(&hooked_desc, &h, io, &err), -EIO);
+    /* post_save runs once the whole description is written */
+    snprintf(want, sizeof(want), "hooked: post_save failed: s refused (offset 0x%zx)", len);
+    assert_string_equal(err.msg, want);
+    ferry_io_destroy(io);
     Hooked d = {.fail_at = 3};
     assert_int_equal(load_from(&hooked_desc, &d, wire, len, 2, &err), -EIO);
-    assert_string_equal(err.msg, "hooked: pre_load failed: L refused");
+    assert_string_equal(err.msg, "hooked: pre_load failed: L refused (offset 0x0)");
     assert_int_equal(d.v, 0);
     d = (Hooked){.fail_at = 4};
     assert_int_equal(load_from(&hooked_desc, &d, wire, len, 2, &err), -EIO);
-    assert_non_null(strstr(err.msg, "post_load failed: l refused"));
+    /* the subsection's post_load, before the parent's end-of-subsections byte */
+    snprintf(want, sizeof(want),
+             "hooked.hooked/sub: post_load failed: l refused (offset 0x%zx)", len - 1);
+    assert_string_equal(err.msg, want);
     free(wire);
 }
 

@@ -248,7 +248,8 @@ static void test_unknown_records(void **state)
         if (optional) {
             assert_int_equal(rc, 0);
             assert_string_equal(warning,
-                                "skipped optional unknown record (kind 0x55, 6 bytes)");
+                                "skipped optional unknown record 'x' (kind 0x55, 6 bytes) at "
+                                "offset 0x2e"); /* right after the stream header */
         } else {
             assert_int_equal(rc, -EBADMSG);
             assert_non_null(strstr(err.msg, "(kind 0x55) at offset 0x"));
