@@ -18,6 +18,10 @@
 /* KVM's APIC bus runs at 1 GHz; with divide-by-128 the timer counts 7812.5 ticks per ms. */
 #define TICKS_PER_MS 7812ULL
 #define AP_WAIT_MS   3000
+/* The dirty workload re-checks every online memory block in MEM_SWEEP_STEPS passes: in step k
+ * the pages k, k + MEM_SWEEP_STEPS, ... (a lost block or range shows in the first step), spread
+ * over the pass's dirty pages so that the workload never stops writing for long. */
+#define MEM_SWEEP_STEPS 8
 /* Called from interrupt handlers: such callees must preserve every register (clang checks). */
 #define ISR_CALLEE __attribute__((no_caller_saved_registers))
 
@@ -48,6 +52,13 @@ static volatile uint64_t cpu_alive[MAX_SLOTS];   /* an AP counts while it runs *
 static volatile uint32_t cpu_stop[MAX_SLOTS];    /* BSP asks an AP to stop */
 static volatile uint32_t cpu_stopped[MAX_SLOTS]; /* the AP acknowledged and halted */
 static uint8_t mem_online[MAX_SLOTS];
+/* Periodic re-check of online memory blocks (dirty workload): the sweep step within the current
+ * sweep, pages of the step checked, completed sweeps, and whether the block already failed
+ * (reported once). */
+static uint32_t mem_step[MAX_SLOTS];
+static uint64_t mem_pos[MAX_SLOTS];
+static uint64_t mem_sweeps[MAX_SLOTS];
+static uint8_t mem_failed[MAX_SLOTS];
 static uint8_t in_use[4][MAX_SLOTS]; /* by kind, slot: configured and used by us (§8 step 5) */
 static uint16_t hp_io;
 static uint32_t hp_gsi;
@@ -388,6 +399,10 @@ static void mem_online_slot(uint32_t slot)
         return;
     }
     mem_online[slot] = 1;
+    mem_step[slot] = 0;
+    mem_pos[slot] = 0;
+    mem_sweeps[slot] = 0;
+    mem_failed[slot] = 0;
     report("ONLINE", FERRY_CONN_MEM, slot);
 }
 
@@ -599,6 +614,61 @@ static uint64_t page_tag(uint64_t seq, uint64_t page)
     return ~seq ^ (page * 0x9e3779b97f4a7c15ULL);
 }
 
+/* Pages of a block checked per sweep step. */
+static uint64_t mem_step_pages(void)
+{
+    return cfg->hp_mem_block / PAGE / MEM_SWEEP_STEPS;
+}
+
+/* Continue the current step of each online block's re-check up to `upto` of its pages: the
+ * tagged word of every MEM_SWEEP_STEPS-th page. The first mismatch of a block prints
+ * "VERIFY FAIL mem N page=..." and stops checking that block. */
+static void mem_verify(uint64_t upto)
+{
+    for (uint32_t slot = 0; slot < MAX_SLOTS; slot++) {
+        if (!mem_online[slot] || mem_failed[slot])
+            continue;
+        uint64_t base = mem_base(slot);
+        for (; mem_pos[slot] < upto; mem_pos[slot]++) {
+            uint64_t a = base + (mem_step[slot] + mem_pos[slot] * MEM_SWEEP_STEPS) * PAGE;
+            uint64_t got = *(volatile uint64_t *)a;
+            if (got != mem_tag(a)) {
+                puts_serial("VERIFY FAIL mem ");
+                putdec(slot);
+                puts_serial(" page=");
+                puthex(a);
+                puts_serial(" want=");
+                puthex(mem_tag(a));
+                puts_serial(" got=");
+                puthex(got);
+                putc_serial('\n');
+                mem_failed[slot] = 1;
+                break;
+            }
+        }
+    }
+}
+
+/* End of a pass: finish each block's step; "VERIFY ok mem N sweep=S" when the steps of a sweep
+ * covered the whole block. */
+static void mem_verify_pass_end(void)
+{
+    mem_verify(mem_step_pages());
+    for (uint32_t slot = 0; slot < MAX_SLOTS; slot++) {
+        if (!mem_online[slot] || mem_failed[slot])
+            continue;
+        mem_pos[slot] = 0;
+        if (++mem_step[slot] < MEM_SWEEP_STEPS)
+            continue;
+        mem_step[slot] = 0;
+        puts_serial("VERIFY ok mem ");
+        putdec(slot);
+        puts_serial(" sweep=");
+        putdec(++mem_sweeps[slot]);
+        putc_serial('\n');
+    }
+}
+
 static void dirty_loop(void)
 {
     uint64_t base = cfg->dirty_base, pages = (uint64_t)cfg->dirty_mb << 8;
@@ -606,8 +676,11 @@ static void dirty_loop(void)
     int failed = 0;
     for (uint64_t pass = 1;; pass++) {
         for (uint64_t i = 0; i < pages; i++) {
-            if (!(i & 63) && hp_pending)
-                handle_events();
+            if (!(i & 63)) {
+                if (hp_pending)
+                    handle_events();
+                mem_verify(i * mem_step_pages() / pages);
+            }
             volatile uint64_t *pg = (volatile uint64_t *)(base + i * PAGE);
             if (pass > 1 && !failed) {
                 uint64_t want = pass - 1;
@@ -628,6 +701,7 @@ static void dirty_loop(void)
             pg[1] = page_tag(pass, i);
             pg[511] = pass;
         }
+        mem_verify_pass_end();
         if (!failed && pass % every == 0) {
             puts_serial("VERIFY ok pass=");
             putdec(pass);

@@ -360,11 +360,17 @@ static int run_pass(Source *src, bool first, bool final, FerryError *err)
     while (src->done < src->nch)
         pthread_cond_wait(&src->cond, &src->lock);
     pthread_mutex_unlock(&src->lock);
+    /* A channel that failed makes the others stop with -ECANCELED ("migration cancelled"):
+     * report the failure itself (a cut link is not a cancel). */
+    int bad = -1;
     for (unsigned i = 0; i < src->nch; i++)
-        if (src->ch[i].rc < 0) {
-            *err = src->ch[i].err;
-            return ferry_error_prefix(err, "RAM channel %u: ", i + 1);
-        }
+        if (src->ch[i].rc < 0 &&
+            (bad < 0 || (src->ch[bad].rc == -ECANCELED && src->ch[i].rc != -ECANCELED)))
+            bad = (int)i;
+    if (bad >= 0) {
+        *err = src->ch[bad].err;
+        return ferry_error_prefix(err, "RAM channel %d: ", bad + 1);
+    }
     return 0;
 }
 

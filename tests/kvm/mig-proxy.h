@@ -1,6 +1,7 @@
 /* A TCP proxy for migration fault tests: forwards connections to a target port and, on the
  * first (main) connection, can cut the link after N bytes from the source, flip one byte, or
- * cut the return direction. Each connection is served by its own thread. */
+ * cut the return direction; `cut_now` cuts every connection whenever the test says. Each
+ * connection is served by its own thread. */
 #ifndef FERRY_TESTS_MIG_PROXY_H
 #define FERRY_TESTS_MIG_PROXY_H
 
@@ -21,6 +22,7 @@ typedef struct MigProxy {
     int64_t cut_after;   /* source->destination bytes on the main connection, <0: never */
     int64_t flip_at;     /* flip this byte of the main connection, <0: never */
     bool cut_return;     /* close as soon as the destination sends its acknowledgement */
+    atomic_bool cut_now; /* set at any time: every connection is cut (within one poll period) */
     atomic_int conns;
     atomic_bool stop;
     atomic_llong forwarded;
@@ -40,9 +42,9 @@ static void *mig_proxy_conn(void *arg)
     static __thread char buf[1 << 16];
     int64_t sent = 0;
     bool cut_return_armed = false;
-    while (!atomic_load(&p->stop)) {
+    while (!atomic_load(&p->stop) && !atomic_load(&p->cut_now)) {
         struct pollfd f[2] = {{.fd = c->a, .events = POLLIN}, {.fd = c->b, .events = POLLIN}};
-        if (poll(f, 2, 100) <= 0)
+        if (poll(f, 2, 20) <= 0)
             continue;
         if (f[0].revents) {
             ssize_t n = read(c->a, buf, sizeof(buf));

@@ -1,6 +1,7 @@
 /* FerryInstance on KVM through its C API (what the migration engine binds to): the built-in
- * firmware's verified dirty workload detects a stale page, vCPU list follows hotplug, device_add
- * is blocked during an outgoing migration, memslots follow memory blocks, incoming instances. */
+ * firmware's verified dirty workload detects a stale page and a bad hotplugged memory block,
+ * vCPU list follows hotplug, device_add is blocked during an outgoing migration, memslots follow
+ * memory blocks, incoming instances. */
 #include "ferry/machine/machine.h"
 #include "ferry/vmm/cpu-state.h"
 #include "ferry/vmm/fw-config.h"
@@ -122,6 +123,47 @@ static void test_dirty_detects_stale_page(void **state)
     ferry_instance_resume_vcpus(t.inst);
     char *out = ti_wait(&t, "VERIFY FAIL page=0x104d000 ");
     assert_null(strstr(out, "page=0x104e000"));
+    free(out);
+    ti_stop(&t);
+}
+
+/* The dirty workload also re-checks hotplugged memory blocks (8 passes per sweep): a word of a
+ * block changed behind the guest's back is named with its block and page. */
+static void test_dirty_detects_bad_mem_block(void **state)
+{
+    (void)state;
+    Ti t;
+    ti_start(&t, (FerryInstanceConfig){.ram_size = 64 << 20,
+                                       .maxmem = 192 << 20,
+                                       .workload = FERRY_FW_WORKLOAD_DIRTY,
+                                       .dirty_mb = 4,
+                                       .report_every = 1});
+    FerryError err = {0};
+    assert_int_equal(ferry_instance_cont(t.inst, &err), 0);
+    free(ti_wait(&t, "VERIFY ok pass=1\n"));
+    FerryParam slot0 = {"slot", "0"};
+    assert_int_equal(ferry_instance_device_add(t.inst, "mem-block", "mem0", &slot0, 1, &err), 0);
+    free(ti_wait(&t, "VERIFY ok mem 0 sweep=1\n"));
+    /* What a migration that lost a page of the block would leave: page 3 of the block zero. */
+    ferry_instance_pause_vcpus(t.inst);
+    uint64_t gpa = ferry_instance_mem_block_gpa(t.inst, 0) + 3 * 4096;
+    uint64_t *page = ferry_vm_gpa_to_host(ferry_instance_vm(t.inst), gpa, 4096);
+    assert_non_null(page);
+    assert_int_equal(page[0], gpa ^ 0x5a5a5a5a00000000ULL); /* the documented tag */
+    page[0] = 0;
+    ferry_instance_resume_vcpus(t.inst);
+    char want[96];
+    snprintf(want, sizeof(want), "VERIFY FAIL mem 0 page=0x%llx want=0x%llx got=0x0\n",
+             (unsigned long long)gpa, (unsigned long long)(gpa ^ 0x5a5a5a5a00000000ULL));
+    free(ti_wait(&t, want));
+    /* The block's sweeps stop (reported once), the dirty pages verify on. */
+    char *out = ti_output(&t);
+    size_t len = strlen(out);
+    free(out);
+    usleep(1000000);
+    out = ti_output(&t);
+    assert_null(strstr(out + len, "mem 0"));
+    assert_non_null(strstr(out + len, "VERIFY ok pass="));
     free(out);
     ti_stop(&t);
 }
@@ -330,6 +372,7 @@ int main(int argc, char **argv)
     fw_path = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dirty_detects_stale_page),
+        cmocka_unit_test(test_dirty_detects_bad_mem_block),
         cmocka_unit_test(test_vcpu_list_and_memslots_follow_hotplug),
         cmocka_unit_test(test_incoming_waits),
         cmocka_unit_test(test_source_run_states),

@@ -1,8 +1,9 @@
 /* Live migration of the shared dirtying boot-sector guest between two VMs in this process, over
- * every transport, and every failure the source must survive (cut link at several points, a
- * flipped byte, lost acknowledgement, handshake mismatch, cancel). After success the two RAMs
- * are byte-identical and the destination guest carries on; after failure the source guest
- * keeps running and its page counters are still consistent (the guest's own invariant). */
+ * every transport, and every failure the source must survive (cut link at several points up to
+ * a later dirty pass, a flipped byte, lost acknowledgement, handshake mismatch, cancel). After
+ * success the two RAMs are byte-identical and the destination guest carries on; after failure
+ * the source guest keeps running and its page counters are still consistent (the guest's own
+ * invariant). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -362,6 +363,62 @@ static void test_cut(void **state)
     cut_at(400, true, NULL);      /* main channel after the handshake, RAM channels running */
 }
 
+/* Cut in a later dirty pass, timed by the engine's own pass hook: pass 1 (all RAM) at full
+ * speed, then a cap that makes each dirty pass ~0.3 s (25 000 delta pages of ~14 bytes at
+ * 1 MiB/s), and the link cut as pass 4 starts. The source notices while sending a dirty pass
+ * (no final pass), and its guest runs on. */
+typedef struct PassCut {
+    FerryMigration *m;
+    MigProxy *proxy;
+} PassCut;
+
+static void cut_on_pass(void *opaque, uint64_t pass)
+{
+    PassCut *pc = opaque;
+    if (pass == 2) {
+        FerryMigParams prm;
+        FerryError err = {0};
+        ferry_migration_get_params(pc->m, &prm);
+        prm.max_bandwidth = 1 << 20;
+        ferry_migration_set_params(pc->m, &prm, &err);
+    }
+    if (pass == 4)
+        atomic_store(&pc->proxy->cut_now, true);
+}
+
+static void test_cut_later_pass(void **state)
+{
+    (void)state;
+    Pair p;
+    MigProxy proxy = {.cut_after = -1, .flip_at = -1};
+    PassCut pc = {.proxy = &proxy};
+    FerryError err = {0};
+    memset(&p, 0, sizeof(p));
+    boot(&p.src, RAM);
+    kt_guest_init(&p.dst, RAM, -1);
+    FerryMigHost h = {.vm = p.src.vm, .vcpus = p.src.vcpus, .on_pass = cut_on_pass, .opaque = &pc};
+    p.ms = ferry_migration_new(&h, &err);
+    assert_non_null(p.ms);
+    pc.m = p.ms;
+    p.md = mig_new(&p.dst);
+    FerryMigParams prm;
+    ferry_mig_params_default(&prm);
+    prm.downtime_limit_ms = 0; /* never fits: max_passes (30) dirty passes */
+    run_tcp(&p, &prm, &proxy);
+    for (unsigned i = 0; i < p.is.npasses; i++)
+        printf("   pass %u: %llu pages, %llu ms%s\n", i + 1,
+               (unsigned long long)p.is.passes[i].pages_sent,
+               (unsigned long long)p.is.passes[i].duration_us / 1000,
+               p.is.passes[i].final ? " final" : "");
+    expect_failed(&p, NULL, NULL);
+    assert_null(strstr(p.is.error, "cancelled"));
+    assert_null(strstr(p.is.error, "acknowledgement"));
+    assert_true(p.is.npasses >= 3 && p.is.npasses < 20);
+    for (unsigned i = 0; i < p.is.npasses; i++)
+        assert_false(p.is.passes[i].final);
+    pair_free(&p);
+}
+
 static void test_flip(void **state)
 {
     (void)state;
@@ -599,6 +656,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_file_snapshot_restore),
         cmocka_unit_test(test_handshake_mismatch),
         cmocka_unit_test(test_cut),
+        cmocka_unit_test(test_cut_later_pass),
         cmocka_unit_test(test_flip),
         cmocka_unit_test(test_ack_lost),
         cmocka_unit_test(test_cancel),

@@ -11,11 +11,20 @@ command -v ip >/dev/null || skip "no 'ip' command (iproute2)"
 [ -w /dev/kvm ] || skip "/dev/kvm is not usable"
 A=ferry-a-$$ B=ferry-b-$$ DIR=$(mktemp -d /tmp/ferry-netns-XXXXXX)
 PIDS=()
+# Runs on every exit (success, failed check, set -e abort): the processes, the namespaces and
+# the directory go; on failure the logs are shown first, since the directory does not survive.
 cleanup() {
+    local rc=$?
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     ip netns del "$A" 2>/dev/null || true
     ip netns del "$B" 2>/dev/null || true
+    if [ "$rc" -ne 0 ]; then
+        for f in "$DIR"/*.log "$DIR"/*.err; do
+            [ -f "$f" ] && { echo "--- $(basename "$f") (last lines)"; tail -5 "$f"; }
+        done
+    fi
+    rm -rf "$DIR"
 }
 trap cleanup EXIT
 ip netns add "$A"

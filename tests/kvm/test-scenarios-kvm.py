@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Hotplug scenarios of DESIGN.md section 7 between real `ferry run` processes on KVM that
 test-migrate-run.py does not cover: S5 (migrate in the middle of a configure-connector
-session), S6 (unplug requested, migrated before the guest released it), S12 (stale events
+session), S6 (unplug requested, migrated before the guest released it), S11 (unplug and
+re-plug of the same id and repeated device_del, on the source and again on the destination
+after a migration), S12 (stale events
 queued on the destination before the stream), S13 second half (ferry-1.0 with a hotplug in
 flight to a destination knowing only base state), S14 (subsection unknown to the destination).
 The firmware's test pacing (--workload ...,hp-step-delay=MS, docs/firmware.md) makes the
@@ -20,22 +22,11 @@ import tempfile
 import time
 
 import ferrykvm  # noqa: E402
-from ferrykvm import Qmp, Vm, check, dev, free_port, migrate, verify_progress  # noqa: E402,F401
+from ferrykvm import (Qmp, Vm, check, dev, free_port, migrate, verify_progress,  # noqa: E402,F401
+                      wait_event)
 
 ferrykvm.init(sys.argv[1], "kvm-scenarios", "ferry-scen-kvm-")
 ferry, tmp, failures = ferrykvm.ferry, ferrykvm.tmp, ferrykvm.failures
-
-
-def wait_event(q, name, timeout=20, **data):
-    """Poll QMP (events arrive between replies) until an event `name` with `data` is seen."""
-    end = time.time() + timeout
-    while time.time() < end:
-        q.cmd("query-status")
-        for e in q.events:
-            if e["event"] == name and all(e.get("data", {}).get(k) == v for k, v in data.items()):
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def steps(out, word, kind, slot):
@@ -102,6 +93,78 @@ check("error" not in dev(dst.q, "cpu", "cpu1", 1), "S6: the id cpu1 is reusable 
 check(dst.wait_line("ONLINE cpu 1", timeout=30), "S6: the re-added cpu1 comes online")
 check("ERROR" not in dst.out(), "S6: no protocol error on the destination")
 verify_progress(dst, "S6: destination")
+src.stop()
+dst.stop()
+
+# ---- S11: unplug then re-plug the same id, repeated device_del; then migrate and do it again on
+# the destination. Pacing holds each unplug request at UNPLUG-WAIT, so the repeated device_del
+# (and a device_add of the same id) deterministically meet a pending unplug.
+def unplug_replug(vm, driver, id, kind, slot, what):
+    mark = len(vm.out())
+    r = vm.q.cmd("device_del", id=id)
+    check("error" not in r, f"{what}: device_del {id} accepted ({r.get('error')})")
+    check(vm.wait_line(f"UNPLUG-WAIT {kind} {slot} step 0", after=mark),
+          f"{what}: the guest got the unplug request for {id}")
+    r = vm.q.cmd("device_del", id=id)
+    check("already in the process of unplug" in r.get("error", {}).get("desc", ""),
+          f"{what}: a repeated device_del {id} while pending is an error: {r.get('error')}")
+    r = dev(vm.q, driver, id, slot)
+    check("error" in r, f"{what}: device_add {id} while its unplug is pending is refused: "
+          f"{r.get('error', {}).get('desc')}")
+    check(vm.wait_line(f"UNPLUGGED {kind} {slot}", after=mark, timeout=30)
+          and wait_event(vm.q, "DEVICE_DELETED", device=id),
+          f"{what}: the guest releases {id}, DEVICE_DELETED")
+    r = vm.q.cmd("device_del", id=id)
+    check(r.get("error", {}).get("class") == "DeviceNotFound",
+          f"{what}: device_del {id} after release: not found ({r.get('error')})")
+    mark = len(vm.out())
+    r = dev(vm.q, driver, id, slot)
+    check("error" not in r, f"{what}: the same id {id} plugged again ({r.get('error')})")
+    check(vm.wait_line(f"ONLINE {kind} {slot}", after=mark, timeout=30),
+          f"{what}: the re-plugged {id} comes online")
+
+
+def s11_counts(vm, what, plugged):
+    """Serial lines and DEVICE_DELETED events per device: each unplug once, each plug once."""
+    out = vm.out()
+    vm.q.cmd("query-status")  # collect pending events
+    for kind, slot, id in (("cpu", 1, "cpu1"), ("mem", 0, "mem0")):
+        lines = {w: len(re.findall(rf"^{w} {kind} {slot}$", out, re.M))
+                 for w in ("PLUGGED", "ONLINE", "UNPLUGGED")}
+        deleted = sum(1 for e in vm.q.events
+                      if e["event"] == "DEVICE_DELETED" and e["data"].get("device") == id)
+        want = {"PLUGGED": plugged, "ONLINE": plugged, "UNPLUGGED": 1}
+        check(lines == want and deleted == 1,
+              f"{what}: {id}: serial {lines} (want {want}), DEVICE_DELETED x{deleted} (want 1)")
+    check(not re.search(r"^(STALE|DUPLICATE|ERROR|FAULT)", out, re.M) and "VERIFY FAIL" not in out,
+          f"{what}: no stale or duplicate event, no guest error")
+
+
+src = Vm([], workload=PACE % 80)
+check(src.wait_line("READY"), "S11: source ready")
+for drv, id, slot in (("cpu", "cpu1", 1), ("mem-block", "mem0", 0)):
+    check("error" not in dev(src.q, drv, id, slot), f"S11: hotplug {id} on the source")
+check(src.wait_line("ONLINE cpu 1", timeout=30) and src.wait_line("ONLINE mem 0", timeout=30),
+      "S11: cpu1 and mem0 online on the source")
+unplug_replug(src, "cpu", "cpu1", "cpu", 1, "S11 source")
+unplug_replug(src, "mem-block", "mem0", "mem", 0, "S11 source")
+s11_counts(src, "S11 source", 2)
+port = free_port()
+dst = Vm([], incoming=f"tcp:127.0.0.1:{port}", workload=PACE % 80)
+dev(dst.q, "cpu", "cpu1", 1)
+dev(dst.q, "mem-block", "mem0", 0)
+st = migrate(src, f"tcp:127.0.0.1:{port}")
+check(st.get("status") == "completed", f"S11: migration completes ({st.get('error-desc')})")
+check(src.q.ok("query-hotpluggable-cpus") == dst.q.ok("query-hotpluggable-cpus"),
+      "S11: query-hotpluggable-cpus equal on both sides")
+check(dst.wait_line("VERIFY ok mem 0 sweep=", timeout=20),
+      "S11: the destination guest verifies the re-plugged mem0")
+check(not re.search(r"^(PLUGGED|UNPLUGGED|ONLINE) ", dst.out(), re.M),
+      "S11: nothing re-presented to the destination guest")
+unplug_replug(dst, "cpu", "cpu1", "cpu", 1, "S11 destination")
+unplug_replug(dst, "mem-block", "mem0", "mem", 0, "S11 destination")
+s11_counts(dst, "S11 destination", 1)
+verify_progress(dst, "S11: destination")
 src.stop()
 dst.stop()
 
