@@ -1,12 +1,12 @@
 /* Codec throughput: save+load of a bulk array next to memcpy of the same bytes, and save+load of
  * 10 000 connector-like structs. Prints figures and ratios; asserts nothing (benchmarks only). */
+#include "ferry/state/state.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "ferry/state/state.h"
 
 static double now(void)
 {
@@ -46,18 +46,17 @@ static const FerryDesc conn_desc = {
     .name = "conn",
     .version = 1,
     .size = sizeof(Conn),
-    .fields =
-        (const FerryField[]){FERRY_FIELD(Conn, index), FERRY_FIELD(Conn, state),
-                             FERRY_FIELD(Conn, unplug_requested), FERRY_FIELD(Conn, handle),
-                             FERRY_FIELD(Conn, flags), FERRY_FIELD(Conn, depth), FERRY_END},
+    .fields = (const FerryField[]){FERRY_FIELD(Conn, index), FERRY_FIELD(Conn, state),
+                                   FERRY_FIELD(Conn, unplug_requested), FERRY_FIELD(Conn, handle),
+                                   FERRY_FIELD(Conn, flags), FERRY_FIELD(Conn, depth), FERRY_END},
 };
 static const FerryDesc conns_desc = {
     .name = "conns",
     .version = 1,
     .size = sizeof(Conns),
-    .fields = (const FerryField[]){FERRY_FIELD(Conns, n),
-                                   FERRY_ALLOC(Conns, v, n, 1u << 20, .desc = &conn_desc),
-                                   FERRY_END},
+    .fields =
+        (const FerryField[]){FERRY_FIELD(Conns, n),
+                             FERRY_ALLOC(Conns, v, n, 1u << 20, .desc = &conn_desc), FERRY_END},
 };
 
 static double round_trip(const FerryDesc *d, void *src, void *dst, FerryIO *w, int reps,

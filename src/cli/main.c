@@ -1,17 +1,13 @@
 /* ferry: one binary, many subcommands. This file only parses the first argument and dispatches;
  * each subcommand lives with its part (src/tools, src/vmm, src/migration). */
+#include "commands.h"
+
 #include <stdio.h>
 #include <string.h>
 
-#include "commands.h"
-
 static const FerryCommand *const commands[] = {
-    &ferry_cmd_version,
-    &ferry_cmd_analyze,
-    &ferry_cmd_run,
-    &ferry_cmd_schema,
-    &ferry_cmd_explore,
-    &ferry_cmd_migrate,
+    &ferry_cmd_version, &ferry_cmd_analyze, &ferry_cmd_run,
+    &ferry_cmd_schema,  &ferry_cmd_explore, &ferry_cmd_migrate,
 };
 
 static void usage(FILE *out)

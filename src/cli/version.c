@@ -1,8 +1,8 @@
 /* ferry version: producer version, stream and schema format versions. */
-#include <stdio.h>
-
 #include "commands.h"
 #include "ferry/state/schema.h"
+
+#include <stdio.h>
 
 static int run_version(int argc, char **argv)
 {

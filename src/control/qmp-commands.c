@@ -251,7 +251,9 @@ static const FerryQmpArg migrate_set_parameters_args[] = {
     FERRY_QMP_ARG_OPT("max-bandwidth", FERRY_QMP_T_UINT64),  /* bytes per second */
     FERRY_QMP_ARG_OPT("multifd-channels", FERRY_QMP_T_UINT8),
     /* Ferry's non-convergence policy (docs/migration.md); QEMU has no such parameter. */
-    {.name = "x-ferry-converge", .type = FERRY_QMP_T_STR, .optional = true,
+    {.name = "x-ferry-converge",
+     .type = FERRY_QMP_T_STR,
+     .optional = true,
      .values = converge_values},
     FERRY_QMP_ARG_OPT("x-ferry-max-passes", FERRY_QMP_T_UINT64), /* 2..255, checked on set */
     /* Ferry test hook (S14): none|optional|mandatory, docs/migration.md */

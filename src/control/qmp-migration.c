@@ -1,10 +1,10 @@
 /* QMP handlers of live migration: argument shapes and answers follow QEMU 7.2
  * (qapi/migration.json) so libvirt-style clients drive Ferry unchanged. */
+#include "ferry/control/qmp-migration.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/control/qmp-migration.h"
 
 struct FerryQmpMigration {
     FerryMigration *mig;
@@ -22,8 +22,7 @@ static int qmp_migrate(void *ctx, json_t *args, json_t **ret, FerryQmpError *err
         return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
                                    "block migration is not supported by Ferry");
     if (json_is_true(json_object_get(args, "resume")))
-        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
-                                   "Ferry has no postcopy to resume");
+        return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC, "Ferry has no postcopy to resume");
     const char *uri = json_string_value(json_object_get(args, "uri"));
     if (ferry_migration_start(c->mig, uri, &ferr) < 0)
         return ferry_qmp_error_from(err, &ferr);
@@ -94,18 +93,17 @@ json_t *ferry_qmp_migration_info_json(const FerryMigInfo *in)
         json_t *passes = json_array();
         for (uint32_t i = 0; i < in->npasses; i++) {
             const FerryMigPass *p = &in->passes[i];
-            json_array_append_new(
-                passes, json_pack("{s:I, s:I, s:I, s:I, s:b}", "pages-sent",
-                                  (json_int_t)p->pages_sent, "bytes", (json_int_t)p->bytes_sent,
-                                  "pages-dirtied", (json_int_t)p->pages_dirtied, "duration-us",
-                                  (json_int_t)p->duration_us, "final", p->final));
+            json_array_append_new(passes, json_pack("{s:I, s:I, s:I, s:I, s:b}", "pages-sent",
+                                                    (json_int_t)p->pages_sent, "bytes",
+                                                    (json_int_t)p->bytes_sent, "pages-dirtied",
+                                                    (json_int_t)p->pages_dirtied, "duration-us",
+                                                    (json_int_t)p->duration_us, "final", p->final));
         }
         json_object_set_new(x, "passes", passes);
         json_object_set_new(j, "x-ferry", x);
     }
     if (in->incoming)
-        json_object_set_new(j, "x-ferry", json_pack("{s:b}", "prefault-done",
-                                                    in->prefault_done));
+        json_object_set_new(j, "x-ferry", json_pack("{s:b}", "prefault-done", in->prefault_done));
     if (in->status == FERRY_MIG_FAILED && in->error[0])
         json_object_set_new(j, "error-desc", json_string(in->error));
     return j;
@@ -137,14 +135,14 @@ static int qmp_set_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpErr
         p.multifd_channels = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(args, "x-ferry-converge"))) /* the spec restricts the values */
         p.converge = strcmp(json_string_value(v), "throttle") ? FERRY_MIG_CONVERGE_SWITCHOVER
-                                                               : FERRY_MIG_CONVERGE_THROTTLE;
+                                                              : FERRY_MIG_CONVERGE_THROTTLE;
     if ((v = json_object_get(args, "x-ferry-max-passes"))) {
         json_int_t n = json_integer_value(v);
         if (n < FERRY_MIG_MAX_PASSES_MIN || n > FERRY_MIG_MAX_PASSES_MAX) /* QEMU's wording */
             return ferry_qmp_error_set(err, FERRY_QMP_ERROR_GENERIC,
                                        "Parameter 'x-ferry-max-passes' expects a value between "
-                                       "%d and %d", FERRY_MIG_MAX_PASSES_MIN,
-                                       FERRY_MIG_MAX_PASSES_MAX);
+                                       "%d and %d",
+                                       FERRY_MIG_MAX_PASSES_MIN, FERRY_MIG_MAX_PASSES_MAX);
         p.max_passes = (uint32_t)n;
     }
     if ((v = json_object_get(args, "x-ferry-test-no-subsections"))) /* test only (S13) */
@@ -159,8 +157,10 @@ static int qmp_set_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpErr
             p.x_test_subsection = FERRY_MIG_TEST_SUB_MANDATORY;
         else {
             FerryError bad = {0};
-            ferry_error_set(&bad, -EINVAL, "x-ferry-test-subsection '%s': none, optional or "
-                            "mandatory", s);
+            ferry_error_set(&bad, -EINVAL,
+                            "x-ferry-test-subsection '%s': none, optional or "
+                            "mandatory",
+                            s);
             return ferry_qmp_error_from(err, &bad);
         }
     }
@@ -178,17 +178,16 @@ static int qmp_query_parameters(void *ctx, json_t *args, json_t **ret, FerryQmpE
     FerryMigParams p;
     ferry_migration_get_params(c->mig, &p);
     *ret = json_pack("{s:I, s:I, s:i, s:s, s:i, s:{s:b}}", "downtime-limit",
-                     (json_int_t)p.downtime_limit_ms, "max-bandwidth",
-                     (json_int_t)p.max_bandwidth, "multifd-channels", (int)p.multifd_channels,
-                     "x-ferry-converge",
+                     (json_int_t)p.downtime_limit_ms, "max-bandwidth", (json_int_t)p.max_bandwidth,
+                     "multifd-channels", (int)p.multifd_channels, "x-ferry-converge",
                      p.converge == FERRY_MIG_CONVERGE_THROTTLE ? "throttle" : "switchover",
                      "x-ferry-max-passes", (int)p.max_passes, "x-ferry", "delta", p.delta);
     return 0;
 }
 
 FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMigration *mig,
-                                                FerryQmpIncomingFn incoming,
-                                                void *opaque, FerryError *err)
+                                                FerryQmpIncomingFn incoming, void *opaque,
+                                                FerryError *err)
 {
     MigCtx *c = calloc(1, sizeof(*c));
     if (!c) {

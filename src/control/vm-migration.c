@@ -1,13 +1,14 @@
 /* FerryInstance <-> FerryMigration glue: host hooks that take the instance lock around machine
  * access, pause vCPUs without a run-state change, adopt incoming vCPUs, and finish or fail the
  * destination; plus the QMP migration commands and events. */
+#include "ferry/control/vm-migration.h"
+
+#include "ferry/control/qmp-migration.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include "ferry/control/qmp-migration.h"
-#include "ferry/control/vm-migration.h"
 
 struct FerryVmMigration {
     FerryInstance *inst;
@@ -23,9 +24,18 @@ struct FerryVmMigration {
     void *opaque;
 };
 
-static void h_lock(void *o) { ferry_instance_lock(((FerryVmMigration *)o)->inst); }
-static void h_unlock(void *o) { ferry_instance_unlock(((FerryVmMigration *)o)->inst); }
-static void h_stop(void *o) { ferry_instance_pause_vcpus(((FerryVmMigration *)o)->inst); }
+static void h_lock(void *o)
+{
+    ferry_instance_lock(((FerryVmMigration *)o)->inst);
+}
+static void h_unlock(void *o)
+{
+    ferry_instance_unlock(((FerryVmMigration *)o)->inst);
+}
+static void h_stop(void *o)
+{
+    ferry_instance_pause_vcpus(((FerryVmMigration *)o)->inst);
+}
 
 static void h_resume(void *o)
 {
@@ -53,7 +63,10 @@ static void h_set_active(void *o, bool active)
     ferry_instance_set_migration_active(((FerryVmMigration *)o)->inst, active);
 }
 
-static unsigned h_vcpu_count(void *o) { return ferry_instance_vcpu_count(((FerryVmMigration *)o)->inst); }
+static unsigned h_vcpu_count(void *o)
+{
+    return ferry_instance_vcpu_count(((FerryVmMigration *)o)->inst);
+}
 
 static FerryVcpu *h_vcpu_at(void *o, unsigned i)
 {

@@ -27,11 +27,20 @@ static const FerryParamSpec card_params[] = {
 };
 
 static const FerryDeviceType device_types[] = {
-    {.driver = "cpu", .model = "ferry-vcpu-v1", .section = "cpu", .kind = FERRY_CONN_CPU,
+    {.driver = "cpu",
+     .model = "ferry-vcpu-v1",
+     .section = "cpu",
+     .kind = FERRY_CONN_CPU,
      .params = cpu_params},
-    {.driver = "mem-block", .model = "ferry-mem-block-v1", .section = "mem-block",
-     .kind = FERRY_CONN_MEM, .params = mem_params},
-    {.driver = "card", .model = "ferry-card-v1", .section = "card", .kind = FERRY_CONN_SLOT,
+    {.driver = "mem-block",
+     .model = "ferry-mem-block-v1",
+     .section = "mem-block",
+     .kind = FERRY_CONN_MEM,
+     .params = mem_params},
+    {.driver = "card",
+     .model = "ferry-card-v1",
+     .section = "card",
+     .kind = FERRY_CONN_SLOT,
      .params = card_params},
 };
 
@@ -44,10 +53,16 @@ static const FerryCompatProp compat_2_0[] = {
 };
 
 static const FerryMachineType machine_types[] = {
-    {.name = "ferry-1.0", .summary = "Ferry machine, first release",
-     .connector_state_always = false, .cpu_parent = "/machine", .compat = compat_1_0},
-    {.name = "ferry-2.0", .summary = "Ferry machine, connector state always migrated",
-     .connector_state_always = true, .cpu_parent = "/machine/cpu-cluster", .compat = compat_2_0},
+    {.name = "ferry-1.0",
+     .summary = "Ferry machine, first release",
+     .connector_state_always = false,
+     .cpu_parent = "/machine",
+     .compat = compat_1_0},
+    {.name = "ferry-2.0",
+     .summary = "Ferry machine, connector state always migrated",
+     .connector_state_always = true,
+     .cpu_parent = "/machine/cpu-cluster",
+     .compat = compat_2_0},
 };
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -127,8 +142,9 @@ int ferry_param_parse(const FerryParamSpec *spec, const char *dev_id, const char
             *out = 0;
             return 0;
         }
-        return ferry_error_set(err, -EINVAL, "device '%s': parameter '%s' expects on or off, got '%s'",
-                               dev_id, spec->name, text);
+        return ferry_error_set(err, -EINVAL,
+                               "device '%s': parameter '%s' expects on or off, got '%s'", dev_id,
+                               spec->name, text);
     case FERRY_PARAM_UINT:
         if (parse_u64(text, out) == 0 && *out <= UINT32_MAX)
             return 0;
@@ -142,10 +158,23 @@ int ferry_param_parse(const FerryParamSpec *spec, const char *dev_id, const char
         if (len > 0 && len < sizeof(num)) {
             memcpy(num, text, len + 1);
             switch (num[len - 1]) {
-            case 'K': case 'k': mult = 1ull << 10; num[--len] = 0; break;
-            case 'M': case 'm': mult = 1ull << 20; num[--len] = 0; break;
-            case 'G': case 'g': mult = 1ull << 30; num[--len] = 0; break;
-            default: break;
+            case 'K':
+            case 'k':
+                mult = 1ull << 10;
+                num[--len] = 0;
+                break;
+            case 'M':
+            case 'm':
+                mult = 1ull << 20;
+                num[--len] = 0;
+                break;
+            case 'G':
+            case 'g':
+                mult = 1ull << 30;
+                num[--len] = 0;
+                break;
+            default:
+                break;
             }
             uint64_t v;
             if (parse_u64(num, &v) == 0 && v <= UINT64_MAX / mult) {

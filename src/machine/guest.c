@@ -2,20 +2,24 @@
  * (ferry_hotplug_io_*), exactly as the firmware does, and logs what it saw in order. */
 #include "ferry/machine/guest.h"
 
+#include "ferry/machine/hotplug.h"
+#include "model-int.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
-#include "ferry/machine/hotplug.h"
-#include "model-int.h"
-
 #define GUEST_MAX_HAVE (3 * FERRY_MACHINE_MAX_SLOTS)
 
 typedef enum Phase { PH_BOOT, PH_ENUM, PH_IDLE, PH_ADD, PH_REMOVE } Phase;
 typedef enum JobStep {
-    ADD_ALLOCATE, ADD_UNISOLATE, ADD_CONFIGURE,
-    RM_QUERY, RM_ISOLATE, RM_RELEASE,
+    ADD_ALLOCATE,
+    ADD_UNISOLATE,
+    ADD_CONFIGURE,
+    RM_QUERY,
+    RM_ISOLATE,
+    RM_RELEASE,
 } JobStep;
 
 struct FerryGuest {
@@ -47,7 +51,10 @@ void ferry_guest_free(FerryGuest *g)
     free(g);
 }
 
-void ferry_guest_attach(FerryGuest *g, FerryMachine *m) { g->m = m; }
+void ferry_guest_attach(FerryGuest *g, FerryMachine *m)
+{
+    g->m = m;
+}
 
 static void obs(FerryGuest *g, FerryGuestObsKind kind, uint32_t index, uint32_t a, uint32_t b,
                 const char *text)
@@ -81,8 +88,14 @@ void ferry_guest_reboot(FerryGuest *g)
 
 /* ---- registers ---- */
 
-static uint32_t rd(FerryGuest *g, uint16_t off) { return ferry_hotplug_io_read(g->m, off, 4); }
-static void wr(FerryGuest *g, uint16_t off, uint32_t v) { ferry_hotplug_io_write(g->m, off, 4, v); }
+static uint32_t rd(FerryGuest *g, uint16_t off)
+{
+    return ferry_hotplug_io_read(g->m, off, 4);
+}
+static void wr(FerryGuest *g, uint16_t off, uint32_t v)
+{
+    ferry_hotplug_io_write(g->m, off, 4, v);
+}
 
 static uint32_t command(FerryGuest *g, uint32_t cmd, uint32_t selector, uint32_t arg)
 {
@@ -212,7 +225,10 @@ static void start_job(FerryGuest *g, uint32_t action, uint32_t index)
     }
 }
 
-static void job_done(FerryGuest *g) { g->phase = PH_IDLE; }
+static void job_done(FerryGuest *g)
+{
+    g->phase = PH_IDLE;
+}
 
 static void step_add(FerryGuest *g)
 {
@@ -342,14 +358,20 @@ size_t ferry_guest_run(FerryGuest *g, size_t max)
 
 /* ---- observations ---- */
 
-size_t ferry_guest_log_count(const FerryGuest *g) { return g->nlog; }
+size_t ferry_guest_log_count(const FerryGuest *g)
+{
+    return g->nlog;
+}
 
 const FerryGuestObs *ferry_guest_log_at(const FerryGuest *g, size_t i)
 {
     return i < g->nlog ? &g->log[i] : NULL;
 }
 
-void ferry_guest_log_clear(FerryGuest *g) { g->nlog = 0; }
+void ferry_guest_log_clear(FerryGuest *g)
+{
+    g->nlog = 0;
+}
 
 size_t ferry_guest_log_find(const FerryGuest *g, FerryGuestObsKind kind, uint32_t index)
 {
@@ -359,8 +381,14 @@ size_t ferry_guest_log_find(const FerryGuest *g, FerryGuestObsKind kind, uint32_
     return n;
 }
 
-bool ferry_guest_has(const FerryGuest *g, uint32_t index) { return has(g, index); }
-bool ferry_guest_busy(const FerryGuest *g) { return g->phase == PH_ADD || g->phase == PH_REMOVE; }
+bool ferry_guest_has(const FerryGuest *g, uint32_t index)
+{
+    return has(g, index);
+}
+bool ferry_guest_busy(const FerryGuest *g)
+{
+    return g->phase == PH_ADD || g->phase == PH_REMOVE;
+}
 
 static const char *action_name(uint32_t a)
 {
@@ -370,11 +398,16 @@ static const char *action_name(uint32_t a)
 static const char *token_name(uint32_t t)
 {
     switch (t) {
-    case FERRY_HP_TOK_NODE_START: return "node-start";
-    case FERRY_HP_TOK_PROP: return "prop";
-    case FERRY_HP_TOK_NODE_END: return "node-end";
-    case FERRY_HP_TOK_DONE: return "done";
-    default: return "?";
+    case FERRY_HP_TOK_NODE_START:
+        return "node-start";
+    case FERRY_HP_TOK_PROP:
+        return "prop";
+    case FERRY_HP_TOK_NODE_END:
+        return "node-end";
+    case FERRY_HP_TOK_DONE:
+        return "done";
+    default:
+        return "?";
     }
 }
 
@@ -388,8 +421,12 @@ char *ferry_guest_log_text(const FerryGuest *g)
     for (size_t i = 0; i < g->nlog; i++) {
         const FerryGuestObs *o = &g->log[i];
         switch (o->kind) {
-        case FERRY_GUEST_OBS_READY: fprintf(f, "ready\n"); break;
-        case FERRY_GUEST_OBS_REBOOT: fprintf(f, "reboot\n"); break;
+        case FERRY_GUEST_OBS_READY:
+            fprintf(f, "ready\n");
+            break;
+        case FERRY_GUEST_OBS_REBOOT:
+            fprintf(f, "reboot\n");
+            break;
         case FERRY_GUEST_OBS_BOOT:
             fprintf(f, "boot %s 0x%08x\n", ferry_connector_kind_name(o->a), o->index);
             break;
@@ -401,8 +438,12 @@ char *ferry_guest_log_text(const FerryGuest *g)
             fprintf(f, "token 0x%08x %s%s%s\n", o->index, token_name(o->a), o->text[0] ? " " : "",
                     o->text);
             break;
-        case FERRY_GUEST_OBS_CONFIGURED: fprintf(f, "configured 0x%08x %s\n", o->index, o->text); break;
-        case FERRY_GUEST_OBS_RELEASED: fprintf(f, "released 0x%08x\n", o->index); break;
+        case FERRY_GUEST_OBS_CONFIGURED:
+            fprintf(f, "configured 0x%08x %s\n", o->index, o->text);
+            break;
+        case FERRY_GUEST_OBS_RELEASED:
+            fprintf(f, "released 0x%08x\n", o->index);
+            break;
         case FERRY_GUEST_OBS_STALE:
             fprintf(f, "stale %s 0x%08x\n", action_name(o->a), o->index);
             break;

@@ -1,13 +1,13 @@
 /* The hotplug controller's register block (docs/guest-interface.md): commands the guest issues
  * to fetch events, enumerate, and drive connectors, plus the configure-connector token walk. */
+#include "ferry/machine/hotplug.h"
+
 #include "machine-int.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/machine/hotplug.h"
 
 /* ---- configure-connector description ----
  * A device's description is a fixed token sequence derived from its configuration, so the
@@ -187,8 +187,8 @@ static uint32_t run_command(FerryMachine *m, uint32_t cmd)
         hp->result[1] = e->kind;
         hp->result[2] = e->index;
         FerryConnector *c = ferry_machine_conn_by_index(m, e->index);
-        bool release = e->action == FERRY_HP_ACTION_REMOVE && c && c->dev &&
-                       c->unplug_requested && c->state == FERRY_CONN_UNUSABLE;
+        bool release = e->action == FERRY_HP_ACTION_REMOVE && c && c->dev && c->unplug_requested &&
+                       c->state == FERRY_CONN_UNUSABLE;
         free(e);
         /* Removal of a device the guest never allocated: once the guest sees the remove event it
          * has finished its add job (events are handled in order), so the host releases it. */
@@ -254,20 +254,30 @@ uint32_t ferry_hotplug_io_read(FerryMachine *m, uint16_t offset, unsigned size)
         return mask(size);
     const FerryHotplugState *hp = &m->hp;
     switch (offset) {
-    case FERRY_HP_REG_MAGIC: return FERRY_HP_MAGIC_VALUE;
-    case FERRY_HP_REG_VERSION: return FERRY_HP_IFACE_VERSION;
-    case FERRY_HP_REG_STATUS: return hp->status;
-    case FERRY_HP_REG_SELECTOR: return hp->selector;
-    case FERRY_HP_REG_ARG: return hp->arg;
-    case FERRY_HP_REG_RESULT0: return hp->result[0];
-    case FERRY_HP_REG_RESULT1: return hp->result[1];
-    case FERRY_HP_REG_RESULT2: return hp->result[2];
+    case FERRY_HP_REG_MAGIC:
+        return FERRY_HP_MAGIC_VALUE;
+    case FERRY_HP_REG_VERSION:
+        return FERRY_HP_IFACE_VERSION;
+    case FERRY_HP_REG_STATUS:
+        return hp->status;
+    case FERRY_HP_REG_SELECTOR:
+        return hp->selector;
+    case FERRY_HP_REG_ARG:
+        return hp->arg;
+    case FERRY_HP_REG_RESULT0:
+        return hp->result[0];
+    case FERRY_HP_REG_RESULT1:
+        return hp->result[1];
+    case FERRY_HP_REG_RESULT2:
+        return hp->result[2];
     case FERRY_HP_REG_PENDING:
         return (hp->events.len ? FERRY_HP_PENDING_EVENTS : 0) |
                (hp->ready ? FERRY_HP_PENDING_READY : 0) |
                (ferry_machine_irq_level(m) ? FERRY_HP_PENDING_LINE : 0);
-    case FERRY_HP_REG_NCONN: return m->nconn;
-    default: return 0xffffffffu;
+    case FERRY_HP_REG_NCONN:
+        return m->nconn;
+    default:
+        return 0xffffffffu;
     }
 }
 

@@ -2,12 +2,12 @@
  * serialised as JSON and compared so the destination can refuse with every mismatch at once. */
 #include "ferry/machine/inventory.h"
 
+#include "machine-int.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "machine-int.h"
 
 #define VALUE_MAX 32
 
@@ -66,8 +66,14 @@ void ferry_inventory_free(FerryInventory *inv)
     free(inv);
 }
 
-const char *ferry_inventory_machine(const FerryInventory *inv) { return inv->machine; }
-size_t ferry_inventory_count(const FerryInventory *inv) { return inv->n; }
+const char *ferry_inventory_machine(const FerryInventory *inv)
+{
+    return inv->machine;
+}
+size_t ferry_inventory_count(const FerryInventory *inv)
+{
+    return inv->n;
+}
 
 json_t *ferry_inventory_to_json(const FerryInventory *inv)
 {
@@ -89,8 +95,7 @@ static int copy_str(char *dst, size_t cap, const json_t *v, const char *path, Fe
         return ferry_error_set(err, -EINVAL, "inventory %s: expected a string", path);
     const char *s = json_string_value(v);
     if (strlen(s) >= cap || strlen(s) != json_string_length(v))
-        return ferry_error_set(err, -EINVAL, "inventory %s: string too long or contains NUL",
-                               path);
+        return ferry_error_set(err, -EINVAL, "inventory %s: string too long or contains NUL", path);
     memcpy(dst, s, strlen(s) + 1);
     return 0;
 }

@@ -3,14 +3,14 @@
 #ifndef FERRY_MACHINE_INT_H
 #define FERRY_MACHINE_INT_H
 
-#include <stdbool.h>
-#include <stdint.h>
-
 #include "ferry/machine/device.h"
 #include "ferry/machine/hotplug-regs.h"
 #include "ferry/machine/machine.h"
 #include "ferry/state/list.h"
 #include "ferry/state/state.h"
+
+#include <stdbool.h>
+#include <stdint.h>
 
 #define FERRY_PATH_MAX 128
 
@@ -51,14 +51,14 @@ typedef struct FerryDevice {
 
 typedef struct FerryConnector {
     /* migrated (section "connector") */
-    uint32_t state;          /* FerryConnState */
+    uint32_t state; /* FerryConnState */
     bool unplug_requested;
-    uint32_t cc_pos;         /* configure-connector cursor; 0 = no session */
-    uint32_t wire_index;     /* index as sent, checked on load */
+    uint32_t cc_pos;     /* configure-connector cursor; 0 = no session */
+    uint32_t wire_index; /* index as sent, checked on load */
     /* fixed by configuration */
     uint32_t index;
     uint32_t kind, slot;
-    FerryDevice *dev;        /* owned; NULL when empty */
+    FerryDevice *dev; /* owned; NULL when empty */
 } FerryConnector;
 
 typedef struct FerryHotplugEvent {
@@ -79,11 +79,11 @@ struct FerryMachine {
     const FerryMachineType *type;
     FerryRunState run;
     bool migration_active;
-    uint32_t nslots[4];       /* by FerryConnKind */
+    uint32_t nslots[4]; /* by FerryConnKind */
     uint32_t nconn;
-    FerryConnector *conn;     /* cpus, then memory blocks, then card slots */
+    FerryConnector *conn; /* cpus, then memory blocks, then card slots */
     FerryHotplugState hp;
-    bool line;                /* last level signalled (cache, not state) */
+    bool line; /* last level signalled (cache, not state) */
     FerryIrqFn irq;
     void *irq_opaque;
     FerryDeviceDeletedFn deleted;

@@ -1,5 +1,6 @@
 /* The machine: devices on connectors, device_add/device_del semantics (DESIGN §4 table), reset,
  * run states and the notification line. Pure logic; the VMM and migration drive it. */
+#include "ferry/machine/hotplug.h"
 #include "machine-int.h"
 
 #include <assert.h>
@@ -9,20 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ferry/machine/hotplug.h"
-
-#define DEFAULT_SLOTS 4
+#define DEFAULT_SLOTS    4
 #define MEM_HOTPLUG_BASE (4ull << 30)
 
 /* How device_add/device_del act in each run state: a table, like the run states. */
 typedef enum PlugMode { PLUG_COLD, PLUG_HOT } PlugMode;
 static const PlugMode plug_mode[FERRY_RUN__COUNT] = {
-    [FERRY_RUN_PRELAUNCH] = PLUG_COLD,   /* S1: identical to -device */
-    [FERRY_RUN_INMIGRATE] = PLUG_COLD,   /* S2: the stream brings the state (QEMU 94fd9cbaa3) */
+    [FERRY_RUN_PRELAUNCH] = PLUG_COLD, /* S1: identical to -device */
+    [FERRY_RUN_INMIGRATE] = PLUG_COLD, /* S2: the stream brings the state (QEMU 94fd9cbaa3) */
     [FERRY_RUN_RUNNING] = PLUG_HOT,
     [FERRY_RUN_PAUSED] = PLUG_HOT,
     [FERRY_RUN_POSTMIGRATE] = PLUG_HOT,
-    [FERRY_RUN_SHUTDOWN] = PLUG_COLD,    /* powered off: the next boot sees it as present */
+    [FERRY_RUN_SHUTDOWN] = PLUG_COLD, /* powered off: the next boot sees it as present */
 };
 
 static const char *const kind_parent[4] = {
@@ -33,21 +32,30 @@ static const char *const kind_parent[4] = {
 const char *ferry_connector_state_name(uint32_t state)
 {
     switch (state) {
-    case FERRY_CONN_UNUSABLE: return "unusable";
-    case FERRY_CONN_AVAILABLE: return "available";
-    case FERRY_CONN_UNISOLATE: return "unisolate";
-    case FERRY_CONN_CONFIGURED: return "configured";
-    default: return "invalid";
+    case FERRY_CONN_UNUSABLE:
+        return "unusable";
+    case FERRY_CONN_AVAILABLE:
+        return "available";
+    case FERRY_CONN_UNISOLATE:
+        return "unisolate";
+    case FERRY_CONN_CONFIGURED:
+        return "configured";
+    default:
+        return "invalid";
     }
 }
 
 const char *ferry_connector_kind_name(uint32_t kind)
 {
     switch (kind) {
-    case FERRY_CONN_CPU: return "cpu";
-    case FERRY_CONN_MEM: return "mem";
-    case FERRY_CONN_SLOT: return "slot";
-    default: return "invalid";
+    case FERRY_CONN_CPU:
+        return "cpu";
+    case FERRY_CONN_MEM:
+        return "mem";
+    case FERRY_CONN_SLOT:
+        return "slot";
+    default:
+        return "invalid";
     }
 }
 
@@ -142,11 +150,26 @@ void ferry_machine_free(FerryMachine *m)
     free(m);
 }
 
-const FerryMachineType *ferry_machine_type(const FerryMachine *m) { return m->type; }
-FerryRunState ferry_machine_runstate(const FerryMachine *m) { return m->run; }
-void ferry_machine_set_migration_active(FerryMachine *m, bool active) { m->migration_active = active; }
-bool ferry_machine_migration_active(const FerryMachine *m) { return m->migration_active; }
-bool ferry_machine_guest_ready(const FerryMachine *m) { return m->hp.ready; }
+const FerryMachineType *ferry_machine_type(const FerryMachine *m)
+{
+    return m->type;
+}
+FerryRunState ferry_machine_runstate(const FerryMachine *m)
+{
+    return m->run;
+}
+void ferry_machine_set_migration_active(FerryMachine *m, bool active)
+{
+    m->migration_active = active;
+}
+bool ferry_machine_migration_active(const FerryMachine *m)
+{
+    return m->migration_active;
+}
+bool ferry_machine_guest_ready(const FerryMachine *m)
+{
+    return m->hp.ready;
+}
 
 void ferry_machine_set_irq(FerryMachine *m, FerryIrqFn fn, void *opaque)
 {
@@ -166,7 +189,10 @@ void ferry_machine_set_policy(FerryMachine *m, const FerryMachinePolicy *p)
     ferry_machine_update_line(m);
 }
 
-FerryMachinePolicy ferry_machine_policy(const FerryMachine *m) { return m->policy; }
+FerryMachinePolicy ferry_machine_policy(const FerryMachine *m)
+{
+    return m->policy;
+}
 
 bool ferry_machine_irq_level(const FerryMachine *m)
 {
@@ -332,9 +358,8 @@ static int check_id(const char *id, FerryError *err)
         return ferry_error_set(err, -EINVAL, "device id '%s' must start with a letter", id);
     for (size_t i = 0; i < len; i++)
         if (!isalnum((unsigned char)id[i]) && id[i] != '-' && id[i] != '_' && id[i] != '.')
-            return ferry_error_set(err, -EINVAL,
-                                   "device id '%s': only letters, digits, '-', '_' and '.' allowed",
-                                   id);
+            return ferry_error_set(
+                err, -EINVAL, "device id '%s': only letters, digits, '-', '_' and '.' allowed", id);
     return 0;
 }
 
@@ -401,8 +426,8 @@ int ferry_machine_device_add(FerryMachine *m, const char *driver, const char *id
             return ferry_error_set(err, -EINVAL, "device '%s': parameter '%s' given twice", id,
                                    params[p].name);
         given[i] = true;
-        rc = ferry_param_parse(&t->params[i], id, params[p].value ? params[p].value : "", &d.params[i],
-                               err);
+        rc = ferry_param_parse(&t->params[i], id, params[p].value ? params[p].value : "",
+                               &d.params[i], err);
         if (rc < 0)
             return rc;
     }
@@ -413,14 +438,13 @@ int ferry_machine_device_add(FerryMachine *m, const char *driver, const char *id
     uint64_t slot = d.params[0];
     if (slot >= m->nslots[t->kind])
         return ferry_error_set(err, -EINVAL, "device '%s': slot %llu out of range (%u %s slots)",
-                               id, (unsigned long long)slot, m->nslots[t->kind],
-                               t->driver);
+                               id, (unsigned long long)slot, m->nslots[t->kind], t->driver);
     if (t->kind == FERRY_CONN_MEM && d.params[1] != FERRY_MEM_BLOCK_SIZE)
         return ferry_error_set(err, -EINVAL, "device '%s': memory block size must be 128M", id);
     FerryConnector *c = ferry_machine_conn_by_index(m, FERRY_CONN_INDEX(t->kind, slot));
     if (c->dev)
-        return ferry_error_set(err, -EBUSY, "device '%s': %s slot %llu is already used by '%s'",
-                               id, ferry_connector_kind_name(t->kind), (unsigned long long)slot,
+        return ferry_error_set(err, -EBUSY, "device '%s': %s slot %llu is already used by '%s'", id,
+                               ferry_connector_kind_name(t->kind), (unsigned long long)slot,
                                c->dev->id);
     FerryDevice *dev = malloc(sizeof(*dev));
     if (!dev)
@@ -565,8 +589,8 @@ int ferry_machine_device_info(const FerryMachine *m, size_t i, FerryDeviceInfo *
     return -ENOENT;
 }
 
-int ferry_machine_device_param(const FerryMachine *m, const char *id, const char *param,
-                               char *buf, size_t len, FerryError *err)
+int ferry_machine_device_param(const FerryMachine *m, const char *id, const char *param, char *buf,
+                               size_t len, FerryError *err)
 {
     const FerryDevice *d = find_device(m, id, NULL);
     if (!d)
@@ -592,7 +616,10 @@ static void conn_info(const FerryConnector *c, FerryConnectorInfo *out)
     out->device_id = c->dev ? c->dev->id : NULL;
 }
 
-size_t ferry_machine_connector_count(const FerryMachine *m) { return m->nconn; }
+size_t ferry_machine_connector_count(const FerryMachine *m)
+{
+    return m->nconn;
+}
 
 int ferry_machine_connector_info(const FerryMachine *m, size_t i, FerryConnectorInfo *out)
 {
@@ -611,7 +638,10 @@ int ferry_machine_connector_find(const FerryMachine *m, uint32_t index, FerryCon
     return 0;
 }
 
-size_t ferry_machine_event_count(const FerryMachine *m) { return m->hp.events.len; }
+size_t ferry_machine_event_count(const FerryMachine *m)
+{
+    return m->hp.events.len;
+}
 
 int ferry_machine_event_at(const FerryMachine *m, size_t i, FerryEventInfo *out)
 {

@@ -32,8 +32,8 @@ static const FerryRunState table[FERRY_RUN__COUNT][FERRY_RUN_EV__COUNT] = {
 };
 
 static const char *const state_names[FERRY_RUN__COUNT] = {
-    [FERRY_RUN_PRELAUNCH] = "prelaunch", [FERRY_RUN_INMIGRATE] = "inmigrate",
-    [FERRY_RUN_RUNNING] = "running",     [FERRY_RUN_PAUSED] = "paused",
+    [FERRY_RUN_PRELAUNCH] = "prelaunch",     [FERRY_RUN_INMIGRATE] = "inmigrate",
+    [FERRY_RUN_RUNNING] = "running",         [FERRY_RUN_PAUSED] = "paused",
     [FERRY_RUN_POSTMIGRATE] = "postmigrate", [FERRY_RUN_SHUTDOWN] = "shutdown",
 };
 

@@ -1,12 +1,11 @@
 /* Migration descriptions of the machine's state and the registry a migration moves (DESIGN §5).
  * ferry-2.0 sends every connector's state; ferry-1.0 only when it differs from presence. */
+#include "ferry/state/schema.h"
 #include "machine-int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/state/schema.h"
 
 void ferry_hotplug_event_release(void *elem)
 {
@@ -208,9 +207,8 @@ static int conn_validate(const FerryConnector *c, FerryError *err)
         return 0;
     }
     if (c->cc_pos && c->state != FERRY_CONN_UNISOLATE && c->state != FERRY_CONN_CONFIGURED)
-        return ferry_error_set(err, -EINVAL,
-                               "connector 0x%08x: configure session in state %s", c->index,
-                               ferry_connector_state_name(c->state));
+        return ferry_error_set(err, -EINVAL, "connector 0x%08x: configure session in state %s",
+                               c->index, ferry_connector_state_name(c->state));
     if (c->cc_pos > ferry_device_token_count(c->dev))
         return ferry_error_set(err, -EINVAL,
                                "connector 0x%08x: configure cursor %u beyond the %u tokens of "
@@ -345,8 +343,8 @@ static int device_post_load(void *opaque, uint32_t version, FerryError *err)
         break;
     case FERRY_CONN_SLOT:
         if (d->st.card.slot != slot)
-            return ferry_error_set(err, -EINVAL, "device '%s': stream has slot %u, not %u",
-                                   d->id, d->st.card.slot, slot);
+            return ferry_error_set(err, -EINVAL, "device '%s': stream has slot %u, not %u", d->id,
+                                   d->st.card.slot, slot);
         break;
     }
     return 0;
@@ -427,9 +425,12 @@ const FerryDesc ferry_desc_card = {
 const FerryDesc *ferry_device_desc(const FerryDeviceType *t)
 {
     switch (t->kind) {
-    case FERRY_CONN_CPU: return &ferry_desc_cpu;
-    case FERRY_CONN_MEM: return &ferry_desc_mem;
-    case FERRY_CONN_SLOT: return &ferry_desc_card;
+    case FERRY_CONN_CPU:
+        return &ferry_desc_cpu;
+    case FERRY_CONN_MEM:
+        return &ferry_desc_mem;
+    case FERRY_CONN_SLOT:
+        return &ferry_desc_card;
     }
     return NULL;
 }

@@ -1,26 +1,26 @@
 /* Destination side of a migration (and snapshot restore): handshake check, RAM records from the
  * main and RAM channels applied to guest memory, vCPU/VM/device state held until the whole
  * stream verified, then applied, acknowledged, and released to run only on the source's GO. */
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <stdarg.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include "ferry/machine/inventory.h"
 #include "ferry/migration/vmstate.h"
 #include "ferry/vmm/cpu-state.h"
 #include "migration-int.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #define HANDSHAKE_MAX (1u << 20)
-#define REPORT_MAX 4096
+#define REPORT_MAX    4096
 
 typedef struct Dest Dest;
 
@@ -147,7 +147,8 @@ static int track_init(const FerryRamBlock *blocks, size_t n, uint64_t ***out,
             uint64_t cnt = pages - p < 4096 ? pages - p : 4096;
             uintptr_t va = (uintptr_t)blocks[i].host + p * FERRY_RAM_PAGE_SIZE;
             bool ok = pm >= 0 && ent &&
-                      pread(pm, ent, cnt * 8, (off_t)(va / FERRY_RAM_PAGE_SIZE * 8)) == (ssize_t)(cnt * 8);
+                      pread(pm, ent, cnt * 8, (off_t)(va / FERRY_RAM_PAGE_SIZE * 8)) ==
+                          (ssize_t)(cnt * 8);
             for (uint64_t k = 0; k < cnt; k++)
                 /* Unknown (no pagemap): assume data. Present or swapped: may hold data. */
                 if (!ok || (ent[k] & (3ull << 62)))
@@ -164,20 +165,23 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
 {
     Dest *d = rc->d;
     if (rec->version != 1)
-        return ferry_error_set(err, -EPROTONOSUPPORT, "ram-pages record version %u (this build "
-                               "reads 1) at offset 0x%" PRIx64, rec->version, rec->offset);
+        return ferry_error_set(err, -EPROTONOSUPPORT,
+                               "ram-pages record version %u (this build "
+                               "reads 1) at offset 0x%" PRIx64,
+                               rec->version, rec->offset);
     if (rec->instance >= d->nblocks)
-        return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
-                               " names RAM block %u of %zu", rec->offset, rec->instance,
-                               d->nblocks);
+        return ferry_error_set(err, -EBADMSG,
+                               "ram-pages record at offset 0x%" PRIx64 " names RAM block %u of %zu",
+                               rec->offset, rec->instance, d->nblocks);
     FerryRamBlock *b = &d->blocks[rec->instance];
     uint64_t pages = b->size / FERRY_RAM_PAGE_SIZE, left = rec->length;
     while (left) {
         uint8_t h[FERRY_RAM_RUN_HEADER];
         if (left < FERRY_RAM_RUN_HEADER)
-            return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
-                                   ": run header cut (%" PRIu64 " bytes left)", rec->offset,
-                                   left);
+            return ferry_error_set(err, -EBADMSG,
+                                   "ram-pages record at offset 0x%" PRIx64
+                                   ": run header cut (%" PRIu64 " bytes left)",
+                                   rec->offset, left);
         int r = ferry_stream_read_payload(rc->r, h, sizeof(h), err);
         if (r < 0)
             return r;
@@ -190,10 +194,11 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
         count = le32toh(count);
         uint8_t enc = h[12];
         if (!count || first >= pages || count > pages - first)
-            return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
+            return ferry_error_set(err, -EBADMSG,
+                                   "ram-pages record at offset 0x%" PRIx64
                                    ": run of %u pages at page %" PRIu64 " is outside block %u "
-                                   "(%" PRIu64 " pages)", rec->offset, count, first,
-                                   rec->instance, pages);
+                                   "(%" PRIu64 " pages)",
+                                   rec->offset, count, first, rec->instance, pages);
         uint8_t *host = b->host + first * FERRY_RAM_PAGE_SIZE;
         switch (enc) {
         case FERRY_RAM_ENC_ZERO:
@@ -201,8 +206,10 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
             break;
         case FERRY_RAM_ENC_RAW:
             if ((uint64_t)count * FERRY_RAM_PAGE_SIZE > left)
-                return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
-                                       ": %u raw pages exceed the record", rec->offset, count);
+                return ferry_error_set(err, -EBADMSG,
+                                       "ram-pages record at offset 0x%" PRIx64
+                                       ": %u raw pages exceed the record",
+                                       rec->offset, count);
             mark_written(d->nz[rec->instance], first, count);
             r = ferry_stream_read_payload(rc->r, host, (size_t)count * FERRY_RAM_PAGE_SIZE, err);
             if (r < 0)
@@ -214,34 +221,40 @@ static int apply_pages(Receiver *rc, const FerryRecord *rec, FerryError *err)
             for (uint32_t i = 0; i < count; i++) {
                 uint8_t l2[2];
                 if (left < 2)
-                    return ferry_error_set(err, -EBADMSG, "delta page cut in record at offset "
-                                           "0x%" PRIx64, rec->offset);
+                    return ferry_error_set(err, -EBADMSG,
+                                           "delta page cut in record at offset "
+                                           "0x%" PRIx64,
+                                           rec->offset);
                 if ((r = ferry_stream_read_payload(rc->r, l2, 2, err)) < 0)
                     return r;
                 left -= 2;
                 size_t len = l2[0] | (size_t)l2[1] << 8;
                 if (len > FERRY_RAM_DELTA_MAX || len > left)
-                    return ferry_error_set(err, -EBADMSG, "delta of %zu bytes too long in "
-                                           "record at offset 0x%" PRIx64, len, rec->offset);
+                    return ferry_error_set(err, -EBADMSG,
+                                           "delta of %zu bytes too long in "
+                                           "record at offset 0x%" PRIx64,
+                                           len, rec->offset);
                 if ((r = ferry_stream_read_payload(rc->r, rc->buf, len, err)) < 0)
                     return r;
                 left -= len;
-                r = ferry_ram_delta_apply(host + (uint64_t)i * FERRY_RAM_PAGE_SIZE, rc->buf, len, err);
+                r = ferry_ram_delta_apply(host + (uint64_t)i * FERRY_RAM_PAGE_SIZE, rc->buf, len,
+                                          err);
                 if (r < 0)
-                    return ferry_error_prefix(err, "record at offset 0x%" PRIx64 ", page %" PRIu64
-                                              ": ", rec->offset, first + i);
+                    return ferry_error_prefix(err,
+                                              "record at offset 0x%" PRIx64 ", page %" PRIu64 ": ",
+                                              rec->offset, first + i);
             }
             break;
         default:
-            return ferry_error_set(err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64
-                                   ": unknown page encoding %u", rec->offset, enc);
+            return ferry_error_set(
+                err, -EBADMSG, "ram-pages record at offset 0x%" PRIx64 ": unknown page encoding %u",
+                rec->offset, enc);
         }
     }
     return ferry_stream_end_payload(rc->r, err);
 }
 
-static int read_blob(Receiver *rc, const FerryRecord *rec, size_t max, char **out,
-                     FerryError *err)
+static int read_blob(Receiver *rc, const FerryRecord *rec, size_t max, char **out, FerryError *err)
 {
     if (rec->length > max)
         return ferry_error_set(err, -EBADMSG, "%s record of %" PRIu64 " bytes (at most %zu)",
@@ -274,8 +287,10 @@ static int check_ram_blocks(Receiver *rc, const FerryRecord *rec, FerryError *er
         memcpy(&n, buf, 4);
     n = le32toh(n);
     if (len < 4 || n != d->nblocks)
-        r = ferry_error_set(err, -EPROTO, "ram-blocks: the stream has %u RAM blocks, this VM "
-                            "has %zu", n, d->nblocks);
+        r = ferry_error_set(err, -EPROTO,
+                            "ram-blocks: the stream has %u RAM blocks, this VM "
+                            "has %zu",
+                            n, d->nblocks);
     for (uint32_t i = 0; !r && i < n; i++) {
         if (pos >= len || pos + 1 + buf[pos] + 20 > len) {
             r = ferry_error_set(err, -EBADMSG, "ram-blocks: entry %u cut", i);
@@ -287,8 +302,9 @@ static int check_ram_blocks(Receiver *rc, const FerryRecord *rec, FerryError *er
         memcpy(&size, buf + pos + 8, 8);
         pos += 20;
         if (le64toh(gpa) != d->blocks[i].gpa || le64toh(size) != d->blocks[i].size)
-            r = ferry_error_set(err, -EPROTO, "ram-blocks: block %u is %" PRIu64 " bytes at 0x%"
-                                PRIx64 " in the stream, %" PRIu64 " bytes at 0x%" PRIx64 " here",
+            r = ferry_error_set(err, -EPROTO,
+                                "ram-blocks: block %u is %" PRIu64 " bytes at 0x%" PRIx64
+                                " in the stream, %" PRIu64 " bytes at 0x%" PRIx64 " here",
                                 i, le64toh(size), le64toh(gpa), d->blocks[i].size,
                                 d->blocks[i].gpa);
     }
@@ -318,14 +334,14 @@ static void *channel_main(void *arg)
             else if (rec.kind == FERRY_REC_RAM_PASS && rec.instance == MIG_SYNC_PASS) {
                 r = ferry_stream_skip_payload(rc->r, &rc->err);
                 if (!r)
-                    r = mig_write_all(rc->fd, MIG_SYNCED "\n", strlen(MIG_SYNCED) + 1,
-                                      &rc->err);
+                    r = mig_write_all(rc->fd, MIG_SYNCED "\n", strlen(MIG_SYNCED) + 1, &rc->err);
             } else if (rec.flags & FERRY_REC_OPTIONAL || rec.kind == FERRY_REC_RAM_PASS)
                 r = ferry_stream_skip_payload(rc->r, &rc->err);
             else
-                r = ferry_error_set(&rc->err, -EBADMSG, "unexpected %s record on a RAM channel "
-                                    "at offset 0x%" PRIx64, ferry_record_kind_name(rec.kind),
-                                    rec.offset);
+                r = ferry_error_set(&rc->err, -EBADMSG,
+                                    "unexpected %s record on a RAM channel "
+                                    "at offset 0x%" PRIx64,
+                                    ferry_record_kind_name(rec.kind), rec.offset);
         }
         if (r < 0) {
             ferry_error_prefix(&rc->err, "RAM channel %u: ", rc->index);
@@ -368,8 +384,10 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
     json_t *inv = json_object_get(hs, "inventory");
     if (mach) {
         if (!json_is_object(inv)) {
-            report_add(rep, &n, "the source has no machine model (boot-sector VM), this "
-                       "destination runs machine type %s", ferry_machine_type(mach)->name);
+            report_add(rep, &n,
+                       "the source has no machine model (boot-sector VM), this "
+                       "destination runs machine type %s",
+                       ferry_machine_type(mach)->name);
             count++;
         } else {
             FerryError e2 = {0};
@@ -403,8 +421,10 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
             ferry_inventory_free(dst);
         }
     } else if (json_is_object(inv)) {
-        report_add(rep, &n, "the source runs machine type %s with devices, this destination "
-                   "has no machine model", json_string_value(json_object_get(hs, "machine")));
+        report_add(rep, &n,
+                   "the source runs machine type %s with devices, this destination "
+                   "has no machine model",
+                   json_string_value(json_object_get(hs, "machine")));
         count++;
     }
     json_t *ram = json_object_get(hs, "ram");
@@ -420,9 +440,10 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
         uint64_t gpa = (uint64_t)json_integer_value(json_object_get(b, "gpa"));
         uint64_t size = (uint64_t)json_integer_value(json_object_get(b, "size"));
         if (gpa != d->blocks[i].gpa || size != d->blocks[i].size) {
-            report_add(rep, &n, "RAM block %zu: source %" PRIu64 " MiB at 0x%" PRIx64
-                       ", destination %" PRIu64 " MiB at 0x%" PRIx64, i, size >> 20, gpa,
-                       d->blocks[i].size >> 20, d->blocks[i].gpa);
+            report_add(rep, &n,
+                       "RAM block %zu: source %" PRIu64 " MiB at 0x%" PRIx64
+                       ", destination %" PRIu64 " MiB at 0x%" PRIx64,
+                       i, size >> 20, gpa, d->blocks[i].size >> 20, d->blocks[i].gpa);
             count++;
         }
     }
@@ -433,8 +454,7 @@ static int check_handshake(Dest *d, json_t *hs, FerryError *err)
     d->nch = (unsigned)ch;
     snprintf(d->session, sizeof(d->session), "%s", sess);
     if (count)
-        return ferry_error_set(err, -EPROTO, "handshake refused: %u mismatch(es): %s", count,
-                               rep);
+        return ferry_error_set(err, -EPROTO, "handshake refused: %u mismatch(es): %s", count, rep);
     return 0;
 }
 
@@ -500,8 +520,10 @@ static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
         return ferry_stream_load_state(d->main.r, &ferry_vm_state_desc, &d->vms, NULL, err);
     }
     if (!m->host.machine)
-        return ferry_error_set(err, -EPROTO, "device record '%s' instance %u: this destination "
-                               "has no machine model", rec->name, rec->instance);
+        return ferry_error_set(err, -EPROTO,
+                               "device record '%s' instance %u: this destination "
+                               "has no machine model",
+                               rec->name, rec->instance);
     mig_lock(m);
     if (!d->reg) {
         ferry_machine_incoming_prepare(m->host.machine);
@@ -517,12 +539,12 @@ static int load_device(Dest *d, const FerryRecord *rec, FerryError *err)
     int r;
     const FerryDesc *desc = ferry_registry_find(d->reg, rec->name, rec->instance, &opaque);
     if (!desc)
-        r = ferry_error_set(err, -ENOENT, "device record '%s' instance %u (offset 0x%" PRIx64
-                            "): no such section on this destination", rec->name, rec->instance,
-                            rec->offset);
+        r = ferry_error_set(err, -ENOENT,
+                            "device record '%s' instance %u (offset 0x%" PRIx64
+                            "): no such section on this destination",
+                            rec->name, rec->instance, rec->offset);
     else
-        r = ferry_stream_load_state(d->main.r, desc, opaque,
-                                    &(FerryLoadOpts){load_warn, m}, err);
+        r = ferry_stream_load_state(d->main.r, desc, opaque, &(FerryLoadOpts){load_warn, m}, err);
     mig_unlock(m);
     return r;
 }
@@ -672,7 +694,8 @@ static int incoming_run(Dest *d, FerryError *err)
     if ((r = ferry_stream_next(d->main.r, &rec, err)) < 0)
         return r;
     if (rec.kind != FERRY_REC_HANDSHAKE)
-        return ferry_error_set(err, -EBADMSG, "the stream does not start with a handshake record "
+        return ferry_error_set(err, -EBADMSG,
+                               "the stream does not start with a handshake record "
                                "(found %s at offset 0x%" PRIx64 ")",
                                ferry_record_kind_name(rec.kind), rec.offset);
     char *text;
@@ -687,8 +710,7 @@ static int incoming_run(Dest *d, FerryError *err)
     r = list_blocks(h->vm, &d->blocks, &d->nblocks, err);
     mig_unlock(m);
     if (!r)
-        r = track_init(d->blocks, d->nblocks, &d->nz, d->pf_blocks, d->pf_nz, d->pf_nblocks,
-                       err);
+        r = track_init(d->blocks, d->nblocks, &d->nz, d->pf_blocks, d->pf_nz, d->pf_nblocks, err);
     if (r < 0) {
         json_decref(hs);
         return r;
@@ -702,8 +724,10 @@ static int incoming_run(Dest *d, FerryError *err)
 
     if (d->nch) {
         if (m->listen_fd < 0)
-            return ferry_error_set(err, -EPROTO, "the source wants %u RAM channels but this "
-                                   "transport has one connection", d->nch);
+            return ferry_error_set(err, -EPROTO,
+                                   "the source wants %u RAM channels but this "
+                                   "transport has one connection",
+                                   d->nch);
         d->ch = calloc(d->nch, sizeof(*d->ch));
         if (!d->ch)
             return ferry_error_set(err, -ENOMEM, "out of memory");
@@ -718,7 +742,8 @@ static int incoming_run(Dest *d, FerryError *err)
             uint8_t hello[24];
             r = ferry_stream_next(rc->r, &rec, err);
             if (!r && (rec.kind != FERRY_REC_CHANNEL || rec.length != sizeof(hello)))
-                r = ferry_error_set(err, -EBADMSG, "RAM channel does not start with a channel "
+                r = ferry_error_set(err, -EBADMSG,
+                                    "RAM channel does not start with a channel "
                                     "record");
             if (!r)
                 r = ferry_stream_read_payload(rc->r, hello, sizeof(hello), err);
@@ -733,8 +758,10 @@ static int incoming_run(Dest *d, FerryError *err)
             memcpy(&idx, hello, 4);
             rc->index = le32toh(idx);
             if (strcmp(hex, d->session))
-                return ferry_error_set(err, -EPROTO, "RAM channel %u belongs to another "
-                                       "migration session", rc->index);
+                return ferry_error_set(err, -EPROTO,
+                                       "RAM channel %u belongs to another "
+                                       "migration session",
+                                       rc->index);
             if (pthread_create(&rc->thread, NULL, channel_main, rc))
                 return ferry_error_set(err, -EAGAIN, "cannot start a RAM channel thread");
             rc->started = true;
@@ -775,9 +802,10 @@ static int incoming_run(Dest *d, FerryError *err)
             if (rec.flags & FERRY_REC_OPTIONAL)
                 r = ferry_stream_skip_payload(d->main.r, err);
             else
-                r = ferry_error_set(err, -EBADMSG, "unexpected %s record (kind 0x%02x) at offset "
-                                    "0x%" PRIx64, ferry_record_kind_name(rec.kind), rec.kind,
-                                    rec.offset);
+                r = ferry_error_set(err, -EBADMSG,
+                                    "unexpected %s record (kind 0x%02x) at offset "
+                                    "0x%" PRIx64,
+                                    ferry_record_kind_name(rec.kind), rec.kind, rec.offset);
         }
         if (r < 0 || rec.kind == FERRY_REC_END)
             break;
@@ -815,7 +843,7 @@ static int incoming_run(Dest *d, FerryError *err)
         r = mig_read_line(fd, line, sizeof(line), MIG_ACK_TIMEOUT_MS, err);
         if (r < 0)
             return ferry_error_prefix(err, "the source did not confirm the switchover (it keeps "
-                                      "the VM): ");
+                                           "the VM): ");
         if (strcmp(line, MIG_GO))
             return ferry_error_set(err, -EPROTO, "unexpected confirmation '%.32s'", line);
     }

@@ -3,37 +3,37 @@
 #ifndef FERRY_MIGRATION_INT_H
 #define FERRY_MIGRATION_INT_H
 
+#include "ferry/migration/migration.h"
+#include "ferry/migration/transport.h"
+#include "ferry/stream/ram.h"
+#include "ferry/stream/stream.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "ferry/migration/migration.h"
-#include "ferry/migration/transport.h"
-#include "ferry/stream/stream.h"
-#include "ferry/stream/ram.h"
-
 /* Migration-only record kinds (docs/stream-format.md). */
 
-#define MIG_RECORD_TARGET (1u << 20) /* ram-pages payload size before a record is closed */
-#define MIG_CHUNK_SHIFT 9            /* pages are sharded across channels in 2 MiB chunks */
+#define MIG_RECORD_TARGET  (1u << 20) /* ram-pages payload size before a record is closed */
+#define MIG_CHUNK_SHIFT    9          /* pages are sharded across channels in 2 MiB chunks */
 #define MIG_ACK_TIMEOUT_MS 30000
 
 /* Return-path lines (destination -> source on the main connection). */
-#define MIG_REPLY_OK "FERRY-OK"
+#define MIG_REPLY_OK  "FERRY-OK"
 #define MIG_REPLY_ERR "FERRY-ERR "
 #define MIG_REPLY_ACK "FERRY-ACK"
-#define MIG_GO "FERRY-GO"
+#define MIG_GO        "FERRY-GO"
 /* A ram-pass record with this pass number asks the receiver of that connection to answer
  * MIG_SYNCED on it once everything before it is applied (drain before the switchover). */
 #define MIG_SYNC_PASS 0xfffffffeu
-#define MIG_SYNCED "FERRY-SYNCED"
+#define MIG_SYNCED    "FERRY-SYNCED"
 
 typedef struct MigBlock {
     FerryRamBlock b;
     uint64_t pages;
-    uint64_t *send;   /* pages to send in the current pass */
+    uint64_t *send;    /* pages to send in the current pass */
     uint64_t *fetched; /* scratch bitmap for a merged fetch */
     size_t bitmap_size;
-    uint8_t *shadow;  /* copy of what the destination holds (delta), MAP_NORESERVE */
+    uint8_t *shadow; /* copy of what the destination holds (delta), MAP_NORESERVE */
 } MigBlock;
 
 struct FerryMigration {
@@ -41,13 +41,13 @@ struct FerryMigration {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     FerryMigParams params;
-    FerryMigInfo info;   /* under lock */
-    bool running;        /* an engine thread exists (joinable) */
+    FerryMigInfo info; /* under lock */
+    bool running;      /* an engine thread exists (joinable) */
     pthread_t thread;
     atomic_bool cancel;
     /* Source. */
     FerryUri uri;
-    int fds[1 + 255];    /* main + channel sockets; -1 when closed */
+    int fds[1 + 255]; /* main + channel sockets; -1 when closed */
     unsigned nfds;
     /* Destination. */
     int listen_fd;

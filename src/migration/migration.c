@@ -1,5 +1,7 @@
 /* The FerryMigration object: parameters, statistics, status changes, and the start/cancel/wait
  * entry points that hand the work to the engine threads in source.c and incoming.c. */
+#include "migration-int.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,13 +12,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "migration-int.h"
-
 static const char *const status_names[] = {
-    [FERRY_MIG_NONE] = "none",           [FERRY_MIG_SETUP] = "setup",
-    [FERRY_MIG_ACTIVE] = "active",       [FERRY_MIG_DEVICE] = "device",
-    [FERRY_MIG_COMPLETED] = "completed", [FERRY_MIG_FAILED] = "failed",
-    [FERRY_MIG_CANCELLING] = "cancelling", [FERRY_MIG_CANCELLED] = "cancelled",
+    [FERRY_MIG_NONE] = "none",
+    [FERRY_MIG_SETUP] = "setup",
+    [FERRY_MIG_ACTIVE] = "active",
+    [FERRY_MIG_DEVICE] = "device",
+    [FERRY_MIG_COMPLETED] = "completed",
+    [FERRY_MIG_FAILED] = "failed",
+    [FERRY_MIG_CANCELLING] = "cancelling",
+    [FERRY_MIG_CANCELLED] = "cancelled",
 };
 
 const char *ferry_mig_status_name(FerryMigStatus s)
@@ -267,8 +271,10 @@ int ferry_migration_set_params(FerryMigration *m, const FerryMigParams *p, Ferry
         return ferry_error_set(err, -EINVAL, "unknown x-ferry-test-subsection mode %u",
                                p->x_test_subsection);
     if (p->converge > FERRY_MIG_CONVERGE_THROTTLE)
-        return ferry_error_set(err, -EINVAL, "x-ferry-converge: unknown policy %u (0 switchover, "
-                               "1 throttle)", p->converge);
+        return ferry_error_set(err, -EINVAL,
+                               "x-ferry-converge: unknown policy %u (0 switchover, "
+                               "1 throttle)",
+                               p->converge);
     if (p->max_passes < FERRY_MIG_MAX_PASSES_MIN || p->max_passes > FERRY_MIG_MAX_PASSES_MAX)
         return ferry_error_set(err, -EINVAL, "x-ferry-max-passes %u: must be %u to %u",
                                p->max_passes, FERRY_MIG_MAX_PASSES_MIN, FERRY_MIG_MAX_PASSES_MAX);

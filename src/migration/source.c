@@ -1,6 +1,11 @@
 /* Source side of a live migration: handshake, pre-copy passes over RAM driven by KVM dirty
  * logging (zero pages as markers, re-sent pages XOR+RLE delta-encoded against the copy the
  * destination holds), switchover with vCPU/VM/device state, and the destination's ack. */
+#include "ferry/machine/inventory.h"
+#include "ferry/migration/vmstate.h"
+#include "ferry/vmm/cpu-state.h"
+#include "migration-int.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,11 +18,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "ferry/machine/inventory.h"
-#include "ferry/migration/vmstate.h"
-#include "ferry/vmm/cpu-state.h"
-#include "migration-int.h"
 
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAPPED (1ull << 62)
@@ -145,10 +145,10 @@ static int rec_flush(Sender *s)
                                       &s->err);
     if (r < 0) {
         const FerryRamBlock *b = &s->src->blocks[s->rec_block].b;
-        return ferry_error_prefix(&s->err, "sending RAM block %u (guest-physical 0x%" PRIx64
-                                  ", %" PRIu64 " MiB), pages %" PRIu64 "-%" PRIu64 ": ",
-                                  s->rec_block, b->gpa, b->size >> 20, s->rec_first,
-                                  s->rec_last);
+        return ferry_error_prefix(&s->err,
+                                  "sending RAM block %u (guest-physical 0x%" PRIx64 ", %" PRIu64
+                                  " MiB), pages %" PRIu64 "-%" PRIu64 ": ",
+                                  s->rec_block, b->gpa, b->size >> 20, s->rec_first, s->rec_last);
     }
     s->bytes += s->rec_len + 40;
     FerryMigration *m = s->src->m;
@@ -225,13 +225,14 @@ static int send_page_first(Sender *s, MigBlock *mb, uint32_t bi, uint64_t p, boo
     if (absent || ferry_ram_page_is_zero(hva))
         return page_add(s, bi, p, FERRY_RAM_ENC_ZERO, NULL, 0);
     /* Copy once into the record; the shadow takes the very bytes that were sent (the last
-     * FERRY_RAM_PAGE_SIZE bytes appended, still in rec even when page_add just flushed it), so it stays
-     * equal to the destination even while the guest writes the page. */
+     * FERRY_RAM_PAGE_SIZE bytes appended, still in rec even when page_add just flushed it), so it
+     * stays equal to the destination even while the guest writes the page. */
     int r = page_add(s, bi, p, FERRY_RAM_ENC_RAW, hva, 0);
     if (r < 0)
         return r;
     if (mb->shadow)
-        memcpy(mb->shadow + p * FERRY_RAM_PAGE_SIZE, s->rec + s->rec_len - FERRY_RAM_PAGE_SIZE, FERRY_RAM_PAGE_SIZE);
+        memcpy(mb->shadow + p * FERRY_RAM_PAGE_SIZE, s->rec + s->rec_len - FERRY_RAM_PAGE_SIZE,
+               FERRY_RAM_PAGE_SIZE);
     return 0;
 }
 
@@ -481,8 +482,7 @@ static json_t *handshake_json(Source *src, const uint8_t session[16])
     FerryMigration *m = src->m;
     json_t *j = json_object();
     FerryMachine *mach = m->host.machine;
-    json_object_set_new(j, "machine",
-                        json_string(mach ? ferry_machine_type(mach)->name : "none"));
+    json_object_set_new(j, "machine", json_string(mach ? ferry_machine_type(mach)->name : "none"));
     if (mach) {
         mig_lock(m);
         FerryInventory *inv = ferry_machine_inventory(mach);
@@ -544,8 +544,7 @@ static int write_ram_blocks(Source *src, FerryError *err)
         len += 20;
     }
     struct iovec iov = {buf, len};
-    int r = ferry_stream_write_record(src->main.w, FERRY_REC_RAM_BLOCKS, 0, "", 0, 1, &iov, 1,
-                                      err);
+    int r = ferry_stream_write_record(src->main.w, FERRY_REC_RAM_BLOCKS, 0, "", 0, 1, &iov, 1, err);
     free(buf);
     return r;
 }
@@ -629,14 +628,14 @@ static int write_registry_test_sub(FerryStreamWriter *w, const FerryRegistry *re
             {.name = "marker", .type = FERRY_TYPE_U8, .size = 1}, /* byte 0 of the state */
             FERRY_END,
         };
-        const FerryDesc extra = {.name = name, .version = 1, .min_version = 1, .size = d->size,
-                                 .fields = fields};
+        const FerryDesc extra = {
+            .name = name, .version = 1, .min_version = 1, .size = d->size, .fields = fields};
         FerrySubsection subs[32];
         size_t n = 0;
         for (; d->subsections && d->subsections[n].desc && n < 30; n++)
             subs[n] = d->subsections[n];
-        subs[n++] = (FerrySubsection){.desc = &extra,
-                                      .optional = mode == FERRY_MIG_TEST_SUB_OPTIONAL};
+        subs[n++] =
+            (FerrySubsection){.desc = &extra, .optional = mode == FERRY_MIG_TEST_SUB_OPTIONAL};
         subs[n] = (FerrySubsection){NULL};
         FerryDesc with = *d;
         with.subsections = subs;
@@ -786,7 +785,6 @@ static int source_run(Source *src, FerryError *err)
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
             if (mb->shadow == MAP_FAILED)
                 mb->shadow = NULL; /* no delta for this block, still correct */
-
         }
         ram_total += mb->b.size;
     }
@@ -946,8 +944,7 @@ static int source_run(Source *src, FerryError *err)
             per_page_s = FERRY_RAM_PAGE_SIZE / bw;
         } else {
             per_page_s = ps.pages_sent ? (ps.duration_us / 1e6) / ps.pages_sent : 1e-6;
-            if (cap && ps.pages_sent)
-                {
+            if (cap && ps.pages_sent) {
                 double c = (double)ps.bytes_sent / ps.pages_sent / cap;
                 per_page_s = per_page_s > c ? per_page_s : c;
             }

@@ -1,5 +1,7 @@
 /* Migration transports: URI parsing and the sockets/files behind tcp:, unix:, fd: and file:.
  * Everything ends up as a blocking fd so the engine reads and writes one way for all of them. */
+#include "ferry/migration/transport.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -14,10 +16,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "ferry/migration/transport.h"
-
 #define URI_FORMS "tcp:HOST:PORT, unix:PATH, fd:N or file:PATH"
-#define SOCK_BUF (4 << 20) /* large socket buffers keep loopback at memcpy speed */
+#define SOCK_BUF  (4 << 20) /* large socket buffers keep loopback at memcpy speed */
 
 int ferry_uri_parse(const char *uri, FerryUri *out, FerryError *err)
 {
@@ -60,8 +60,10 @@ int ferry_uri_parse(const char *uri, FerryUri *out, FerryError *err)
         size_t max = out->kind == FERRY_URI_UNIX ? sizeof(((struct sockaddr_un *)0)->sun_path)
                                                  : sizeof(out->path);
         if (!*p || strlen(p) >= max)
-            return ferry_error_set(err, -EINVAL, "migration URI '%s': path empty or longer than "
-                                   "%zu bytes", uri, max - 1);
+            return ferry_error_set(err, -EINVAL,
+                                   "migration URI '%s': path empty or longer than "
+                                   "%zu bytes",
+                                   uri, max - 1);
         strcpy(out->path, p);
         return 0;
     }
@@ -77,8 +79,8 @@ int ferry_uri_parse(const char *uri, FerryUri *out, FerryError *err)
                                    out->fd);
         return 0;
     }
-    return ferry_error_set(err, -EINVAL, "migration URI '%s': unknown transport (use " URI_FORMS
-                           ")", uri);
+    return ferry_error_set(err, -EINVAL,
+                           "migration URI '%s': unknown transport (use " URI_FORMS ")", uri);
 }
 
 bool ferry_uri_multichannel(const FerryUri *u)
@@ -207,8 +209,7 @@ int ferry_uri_listen(const FerryUri *u, FerryError *err)
     }
     freeaddrinfo(res);
     if (e)
-        return ferry_error_set(err, -e, "listen on tcp:%s:%s: %s", u->host, u->port,
-                               strerror(e));
+        return ferry_error_set(err, -e, "listen on tcp:%s:%s: %s", u->host, u->port, strerror(e));
     return fd;
 }
 

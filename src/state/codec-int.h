@@ -43,8 +43,7 @@ int codec_version_check(CodecCtx *c, const FerryDesc *d, uint32_t version);
 int codec_read_count(CodecCtx *c, const FerryField *f, uint32_t *n);
 int codec_read_presence(CodecCtx *c, bool *present);
 /* Subsection frame header; *tag == SUB_END ends the block. `name` holds 256 bytes. */
-int codec_read_sub_header(CodecCtx *c, uint8_t *tag, char *name, uint32_t *version,
-                          uint32_t *len);
+int codec_read_sub_header(CodecCtx *c, uint8_t *tag, char *name, uint32_t *version, uint32_t *len);
 const FerrySubsection *codec_find_sub(const FerryDesc *d, const char *name, size_t *index);
 int codec_read_bool(CodecCtx *c, uint8_t *v);
 

@@ -1,5 +1,7 @@
 /* The device-state codec: saves and loads C structs described by FerryDesc tables.
  * Wire format: docs/stream-format.md, "Device payload". Little-endian, self-delimiting. */
+#include "codec-int.h"
+
 #include <assert.h>
 #include <endian.h>
 #include <errno.h>
@@ -8,8 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "codec-int.h"
 
 /* ---- context: paths for error messages ------------------------------------------------------ */
 
@@ -135,8 +135,7 @@ int codec_read_count(CodecCtx *c, const FerryField *f, uint32_t *n)
         break;
     case FERRY_ARRAY_VAR:
         if (*n > f->count)
-            return codec_fail(c, -EBADMSG, "stream has %u elements, capacity is %u", *n,
-                              f->count);
+            return codec_fail(c, -EBADMSG, "stream has %u elements, capacity is %u", *n, f->count);
         break;
     case FERRY_ARRAY_ALLOC:
         if (*n > f->max)
@@ -165,8 +164,7 @@ int codec_read_presence(CodecCtx *c, bool *present)
     return rc;
 }
 
-int codec_read_sub_header(CodecCtx *c, uint8_t *tag, char *name, uint32_t *version,
-                          uint32_t *len)
+int codec_read_sub_header(CodecCtx *c, uint8_t *tag, char *name, uint32_t *version, uint32_t *len)
 {
     RD(c, tag, 1);
     if (*tag == SUB_END)
@@ -197,15 +195,20 @@ const FerrySubsection *codec_find_sub(const FerryDesc *d, const char *name, size
     return NULL;
 }
 
-/* ---- helpers on described memory -------------------------------------------------------------- */
+/* ---- helpers on described memory --------------------------------------------------------------
+ */
 
 static uint64_t get_uint(const void *p, size_t size)
 {
     switch (size) {
-    case 1: return *(const uint8_t *)p;
-    case 2: return *(const uint16_t *)p;
-    case 4: return *(const uint32_t *)p;
-    default: return *(const uint64_t *)p;
+    case 1:
+        return *(const uint8_t *)p;
+    case 2:
+        return *(const uint16_t *)p;
+    case 4:
+        return *(const uint32_t *)p;
+    default:
+        return *(const uint64_t *)p;
     }
 }
 
@@ -231,23 +234,35 @@ const char *ferry_type_name(FerryType t)
 static uint64_t mem_count(const FerryField *f, const uint8_t *base)
 {
     switch (f->array) {
-    case FERRY_ARRAY_NONE: return 1;
-    case FERRY_ARRAY_FIXED: return f->count;
-    default: return get_uint(base + f->count_offset, f->count_size);
+    case FERRY_ARRAY_NONE:
+        return 1;
+    case FERRY_ARRAY_FIXED:
+        return f->count;
+    default:
+        return get_uint(base + f->count_offset, f->count_size);
     }
 }
 
 static void set_uint(void *p, size_t size, uint64_t v)
 {
     switch (size) {
-    case 1: *(uint8_t *)p = (uint8_t)v; break;
-    case 2: *(uint16_t *)p = (uint16_t)v; break;
-    case 4: *(uint32_t *)p = (uint32_t)v; break;
-    default: *(uint64_t *)p = v; break;
+    case 1:
+        *(uint8_t *)p = (uint8_t)v;
+        break;
+    case 2:
+        *(uint16_t *)p = (uint16_t)v;
+        break;
+    case 4:
+        *(uint32_t *)p = (uint32_t)v;
+        break;
+    default:
+        *(uint64_t *)p = v;
+        break;
     }
 }
 
-/* ---- flat descriptions: the fast path for arrays and lists of small structs ------------------- */
+/* ---- flat descriptions: the fast path for arrays and lists of small structs -------------------
+ */
 
 /* Wire bytes of one element of `d` if it is flat at `version` (scalars only, no arrays, no
  * predicates, hooks or subsections), else 0. Such elements are a fixed run of bytes plus the
@@ -266,8 +281,8 @@ static size_t flat_size(const FerryDesc *d, uint32_t version)
     return n + 1;
 }
 
-static int save_flat(CodecCtx *c, const FerryDesc *d, const uint8_t *p, size_t esize,
-                     uint64_t n, size_t wsize)
+static int save_flat(CodecCtx *c, const FerryDesc *d, const uint8_t *p, size_t esize, uint64_t n,
+                     size_t wsize)
 {
     for (uint64_t i = 0; i < n; i++, p += esize) {
         FerryIO *io = c->io;
@@ -331,7 +346,8 @@ static int load_flat(CodecCtx *c, const FerryDesc *d, uint8_t *p, size_t esize, 
     return 0;
 }
 
-/* ---- save ------------------------------------------------------------------------------------- */
+/* ---- save -------------------------------------------------------------------------------------
+ */
 
 static int save_desc(CodecCtx *c, const FerryDesc *d, void *opaque);
 
@@ -403,12 +419,12 @@ static int save_field(CodecCtx *c, const FerryField *f, uint8_t *base)
     case FERRY_TYPE_LIST: {
         const FerryList *l = (const FerryList *)p;
         if (l->len > f->max)
-            return codec_fail(c, -EINVAL, "list has %zu elements, maximum is %u", l->len,
-                              f->max);
+            return codec_fail(c, -EINVAL, "list has %zu elements, maximum is %u", l->len, f->max);
         if ((rc = wr_u32(c, f->desc->version)) || (rc = wr_u32(c, (uint32_t)l->len)))
             return rc;
         int64_t i = 0;
-        FERRY_LIST_FOREACH(l, it) {
+        FERRY_LIST_FOREACH(l, it)
+        {
             codec_index(c, i++);
             if ((rc = save_desc(c, f->desc, (uint8_t *)it - f->link_offset)))
                 return rc;
@@ -517,7 +533,8 @@ int ferry_state_save(const FerryDesc *d, void *opaque, FerryIO *io, FerryError *
     return save_desc(&c, d, opaque);
 }
 
-/* ---- load ------------------------------------------------------------------------------------- */
+/* ---- load -------------------------------------------------------------------------------------
+ */
 
 static void release_list(const FerryField *f, FerryList *l)
 {
@@ -593,8 +610,8 @@ static int load_field(CodecCtx *c, const FerryField *f, uint8_t *base)
     if (f->array == FERRY_ARRAY_VAR || f->array == FERRY_ARRAY_ALLOC) {
         uint64_t mine = get_uint(base + f->count_offset, f->count_size);
         if (mine != n)
-            return codec_fail(c, -EBADMSG, "stream has %u elements but field '%s' says %" PRIu64,
-                              n, f->count_name, mine);
+            return codec_fail(c, -EBADMSG, "stream has %u elements but field '%s' says %" PRIu64, n,
+                              f->count_name, mine);
     }
     if (f->array == FERRY_ARRAY_ALLOC) {
         /* Reuse the destination's buffer when it is already there (no page faults on a bulk
@@ -680,8 +697,8 @@ static int load_subsections(CodecCtx *c, const FerryDesc *d, void *opaque)
                     return codec_wrap(c, rc);
                 continue;
             }
-            return codec_fail(c, -ENOENT, "unknown subsection '%s' in '%s' (not optional)",
-                              name, d->name);
+            return codec_fail(c, -ENOENT, "unknown subsection '%s' in '%s' (not optional)", name,
+                              d->name);
         }
         if (idx < 64 && (seen & (1ull << idx)))
             return codec_fail(c, -EBADMSG, "subsection '%s' appears twice", name);
@@ -743,7 +760,8 @@ int ferry_state_load(const FerryDesc *d, void *opaque, FerryIO *io, uint32_t ver
     return load_desc(&c, d, opaque, version);
 }
 
-/* ---- release ---------------------------------------------------------------------------------- */
+/* ---- release ----------------------------------------------------------------------------------
+ */
 
 static void release_desc(const FerryDesc *d, void *opaque, int depth)
 {
@@ -780,7 +798,8 @@ void ferry_state_release(const FerryDesc *d, void *opaque)
     release_desc(d, opaque, 0);
 }
 
-/* ---- description checks ------------------------------------------------------------------------ */
+/* ---- description checks ------------------------------------------------------------------------
+ */
 
 static int check_desc(const FerryDesc *d, FerryError *err, int depth);
 
@@ -849,8 +868,8 @@ static int check_field(const FerryDesc *d, const FerryField *f, FerryError *err,
             return BAD("count field '%s' must be an earlier unsigned field", d->name, f->name,
                        f->count_name ? f->count_name : "?");
         if (cf->since > f->since || cf->exists)
-            return BAD("count field '%s' may be absent when the array is present", d->name,
-                       f->name, cf->name);
+            return BAD("count field '%s' may be absent when the array is present", d->name, f->name,
+                       cf->name);
     }
     return 0;
 #undef BAD
@@ -869,8 +888,8 @@ static int check_desc(const FerryDesc *d, FerryError *err, int depth)
     for (const FerryField *f = d->fields; f && f->name; f++) {
         for (const FerryField *g = d->fields; g != f; g++)
             if (!strcmp(g->name, f->name))
-                return ferry_error_set(err, -EINVAL, "description '%s': field '%s' twice",
-                                       d->name, f->name);
+                return ferry_error_set(err, -EINVAL, "description '%s': field '%s' twice", d->name,
+                                       f->name);
         int rc = check_field(d, f, err, depth);
         if (rc)
             return rc;

@@ -1,13 +1,13 @@
 /* Decode a device payload into JSON by its description alone (no C struct), for ferry analyze.
  * It reads the wire with the loader's own primitives (codec-int.h), so both agree byte for byte. */
+#include "codec-int.h"
+#include "ferry/state/schema.h"
+
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "codec-int.h"
-#include "ferry/state/schema.h"
 
 static json_t *decode_desc(CodecCtx *c, const FerryDesc *d, uint32_t version);
 
@@ -55,10 +55,14 @@ static json_t *scalar(CodecCtx *c, FerryType t)
     memcpy(&u, b, 8);
     u = le64toh(u);
     switch (t) {
-    case FERRY_TYPE_I8: return json_integer((int8_t)u);
-    case FERRY_TYPE_I16: return json_integer((int16_t)u);
-    case FERRY_TYPE_I32: return json_integer((int32_t)u);
-    case FERRY_TYPE_I64: return json_integer((json_int_t)u);
+    case FERRY_TYPE_I8:
+        return json_integer((int8_t)u);
+    case FERRY_TYPE_I16:
+        return json_integer((int16_t)u);
+    case FERRY_TYPE_I32:
+        return json_integer((int32_t)u);
+    case FERRY_TYPE_I64:
+        return json_integer((json_int_t)u);
     case FERRY_TYPE_U64:
         if (u > INT64_MAX) {
             char s[24];
@@ -66,7 +70,8 @@ static json_t *scalar(CodecCtx *c, FerryType t)
             return json_string(s);
         }
         return json_integer((json_int_t)u);
-    default: return json_integer((json_int_t)u);
+    default:
+        return json_integer((json_int_t)u);
     }
 }
 
@@ -134,8 +139,9 @@ static json_t *decode_field(CodecCtx *c, const FerryField *f, json_t *obj)
     if (f->array == FERRY_ARRAY_VAR || f->array == FERRY_ARRAY_ALLOC) {
         json_t *cj = f->count_name ? json_object_get(obj, f->count_name) : NULL;
         if (json_is_integer(cj) && (uint64_t)json_integer_value(cj) != n) {
-            codec_fail(c, -EBADMSG, "stream has %u elements but field '%s' says %" JSON_INTEGER_FORMAT,
-                       n, f->count_name, json_integer_value(cj));
+            codec_fail(c, -EBADMSG,
+                       "stream has %u elements but field '%s' says %" JSON_INTEGER_FORMAT, n,
+                       f->count_name, json_integer_value(cj));
             return NULL;
         }
     }
@@ -175,7 +181,7 @@ static json_t *decode_desc(CodecCtx *c, const FerryDesc *d, uint32_t version)
         if (present)
             json_object_set_new(obj, f->name, v);
         continue;
-fail:
+    fail:
         codec_pop(c);
         json_decref(obj);
         return NULL;

@@ -3,9 +3,9 @@
 #ifndef FERRY_STATE_IO_INT_H
 #define FERRY_STATE_IO_INT_H
 
-#include <string.h>
-
 #include "ferry/state/io.h"
+
+#include <string.h>
 
 enum { IO_MEM, IO_FD };
 
@@ -14,18 +14,18 @@ struct FerryIO {
     int kind;
     int fd;
     bool own_fd;
-    bool eof;            /* fd reader: read() returned 0 */
-    bool not_socket;     /* fd writer: send() said ENOTSOCK, use write() */
-    uint8_t *buf;        /* writer: pending bytes (mem: all bytes); fd reader: window storage */
+    bool eof;        /* fd reader: read() returned 0 */
+    bool not_socket; /* fd writer: send() said ENOTSOCK, use write() */
+    uint8_t *buf;    /* writer: pending bytes (mem: all bytes); fd reader: window storage */
     size_t cap;
-    const uint8_t *win;  /* reader window */
-    size_t pos;          /* reader: next byte in win; writer: bytes in buf */
-    size_t end;          /* reader: valid bytes in win */
-    uint64_t base;       /* stream offset of win[0] (reader) or buf[0] (writer) */
-    uint64_t limit;      /* reader: absolute offset reads may not cross */
+    const uint8_t *win; /* reader window */
+    size_t pos;         /* reader: next byte in win; writer: bytes in buf */
+    size_t end;         /* reader: valid bytes in win */
+    uint64_t base;      /* stream offset of win[0] (reader) or buf[0] (writer) */
+    uint64_t limit;     /* reader: absolute offset reads may not cross */
     FerryChecksumFn ck;
     void *ck_ctx;
-    size_t ck_pos;       /* bytes of win/buf already given to the checksum hook */
+    size_t ck_pos; /* bytes of win/buf already given to the checksum hook */
 };
 
 int ferry_io__read_slow(FerryIO *io, void *dst, size_t len, FerryError *err);

@@ -1,7 +1,8 @@
 /* Buffered byte streams over memory, fds and files, with offsets and a lazy checksum hook.
  * Readers keep a window of bytes; the hook sees each byte once, in order, when the window moves. */
+#include "io-int.h"
+
 #include <endian.h>
-#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -9,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
-
-#include "io-int.h"
 
 #define FD_BUF_SIZE (256u * 1024u)
 
@@ -163,8 +163,8 @@ static int fd_write_all(FerryIO *io, const uint8_t *p, size_t len, FerryError *e
     while (len) {
         /* send() with MSG_NOSIGNAL on sockets: a peer that went away must be an error value,
          * never a SIGPIPE that kills the process hosting the library (a migrating VM). */
-        ssize_t n = io->not_socket ? write_nosigpipe(io->fd, p, len)
-                                   : send(io->fd, p, len, MSG_NOSIGNAL);
+        ssize_t n =
+            io->not_socket ? write_nosigpipe(io->fd, p, len) : send(io->fd, p, len, MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK) {
             io->not_socket = true;
             continue;
@@ -295,8 +295,7 @@ static int check_limit(FerryIO *io, uint64_t len, FerryError *err)
 {
     uint64_t off = io->base + io->pos;
     if (off + len > io->limit)
-        return ferry_error_set(err, -EBADMSG,
-                               "frame ended %llu bytes early at offset 0x%llx",
+        return ferry_error_set(err, -EBADMSG, "frame ended %llu bytes early at offset 0x%llx",
                                (unsigned long long)(off + len - io->limit),
                                (unsigned long long)io->limit);
     return 0;

@@ -1,10 +1,10 @@
 /* Registries of descriptions, their JSON schema export, and descriptions rebuilt from JSON.
  * The JSON layout is specified in docs/schema-format.md; key order is fixed for stable diffs. */
+#include "ferry/state/schema.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/state/schema.h"
 
 typedef struct Entry {
     char *section;
@@ -150,7 +150,8 @@ static json_t *field_json(const FerryField *f)
     json_object_set_new(o, "max", json_integer(f->max));
     json_object_set_new(o, "since", json_integer(f->since));
     json_object_set_new(o, "exists", json_boolean(f->exists != NULL));
-    json_object_set_new(o, "description", f->desc ? ferry_schema_desc_to_json(f->desc) : json_null());
+    json_object_set_new(o, "description",
+                        f->desc ? ferry_schema_desc_to_json(f->desc) : json_null());
     return o;
 }
 
@@ -345,12 +346,14 @@ static const FerryDesc *import_desc(FerrySchema *s, json_t *j, const char *path,
     char here[512];
     size_t i;
     json_t *v;
-    json_array_foreach(fields, i, v) {
+    json_array_foreach(fields, i, v)
+    {
         snprintf(here, sizeof(here), "%s.fields[%zu]", path, i);
         if (!json_is_object(v) || import_field(s, v, &fv[i], here, depth, err))
             return json_is_object(v) ? NULL : IMPORT_FAIL("%s: not an object", here);
     }
-    json_array_foreach(subs, i, v) {
+    json_array_foreach(subs, i, v)
+    {
         snprintf(here, sizeof(here), "%s.subsections[%zu]", path, i);
         sv[i].optional = json_is_true(json_object_get(v, "optional"));
         sv[i].desc = import_desc(s, json_object_get(v, "description"), here, depth + 1, err);
@@ -389,7 +392,8 @@ FerrySchema *ferry_schema_import(json_t *schema, FerryError *err)
         s->machine = strdup(machine);
     size_t i;
     json_t *v;
-    json_array_foreach(secs, i, v) {
+    json_array_foreach(secs, i, v)
+    {
         char path[64];
         snprintf(path, sizeof(path), "sections[%zu]", i);
         const char *name = json_string_value(json_object_get(v, "section"));

@@ -1,14 +1,15 @@
 /* Ferry stream format v1: header and framed, XXH3-checksummed records over a FerryIO.
  * Readers verify each record before applying it; errors name the record and the offset. */
+#include "ferry/stream/stream.h"
+
+#include "../state/io-int.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
-
-#include "../state/io-int.h"
-#include "ferry/stream/stream.h"
 
 struct FerryStreamWriter {
     FerryIO *io;
@@ -30,19 +31,29 @@ struct FerryStreamReader {
 const char *ferry_record_kind_name(uint8_t kind)
 {
     switch (kind) {
-    case FERRY_REC_DEVICE: return "device";
-    case FERRY_REC_SCHEMA: return "schema";
-    case FERRY_REC_RAM_BLOCKS: return "ram-blocks";
-    case FERRY_REC_RAM_PAGES: return "ram-pages";
-    case FERRY_REC_RAM_PASS: return "ram-pass";
-    case FERRY_REC_HANDSHAKE: return "handshake";
-    case FERRY_REC_CHANNEL: return "channel";
-    case FERRY_REC_END: return "end";
-    default: return "unknown";
+    case FERRY_REC_DEVICE:
+        return "device";
+    case FERRY_REC_SCHEMA:
+        return "schema";
+    case FERRY_REC_RAM_BLOCKS:
+        return "ram-blocks";
+    case FERRY_REC_RAM_PAGES:
+        return "ram-pages";
+    case FERRY_REC_RAM_PASS:
+        return "ram-pass";
+    case FERRY_REC_HANDSHAKE:
+        return "handshake";
+    case FERRY_REC_CHANNEL:
+        return "channel";
+    case FERRY_REC_END:
+        return "end";
+    default:
+        return "unknown";
     }
 }
 
-/* ---- writer ------------------------------------------------------------------------------------ */
+/* ---- writer ------------------------------------------------------------------------------------
+ */
 
 static int put(FerryStreamWriter *w, const void *p, size_t n, FerryError *err)
 {
@@ -163,8 +174,8 @@ int ferry_stream_write_state(FerryStreamWriter *w, const char *section, uint32_t
                                "limit of a device record",
                                section, instance, len, FERRY_STREAM_MAX_STATE);
     struct iovec iov = {(void *)data, len};
-    return ferry_stream_write_record(w, FERRY_REC_DEVICE, 0, section, instance, d->version, &iov,
-                                     1, err);
+    return ferry_stream_write_record(w, FERRY_REC_DEVICE, 0, section, instance, d->version, &iov, 1,
+                                     err);
 }
 
 int ferry_stream_write_registry(FerryStreamWriter *w, const FerryRegistry *reg, FerryError *err)
@@ -202,7 +213,8 @@ int ferry_stream_write_end(FerryStreamWriter *w, FerryError *err)
     return rc ? rc : ferry_io_flush(w->io, err);
 }
 
-/* ---- reader ------------------------------------------------------------------------------------ */
+/* ---- reader ------------------------------------------------------------------------------------
+ */
 
 static void xx_update(void *ctx, const void *data, size_t len)
 {
@@ -297,8 +309,9 @@ static int rec_fail(FerryStreamReader *r, FerryError *err)
 {
     const FerryRecord *c = &r->cur;
     if (c->kind == FERRY_REC_DEVICE)
-        return ferry_error_prefix(err, "record '%s' instance %u (device, at offset 0x%" PRIx64 "): ",
-                                  c->name, c->instance, c->offset);
+        return ferry_error_prefix(
+            err, "record '%s' instance %u (device, at offset 0x%" PRIx64 "): ", c->name,
+            c->instance, c->offset);
     return ferry_error_prefix(err, "%s record at offset 0x%" PRIx64 ": ",
                               ferry_record_kind_name(c->kind), c->offset);
 }
@@ -331,8 +344,7 @@ int ferry_stream_next(FerryStreamReader *r, FerryRecord *rec, FerryError *err)
     if (!rc && (c->flags & ~FERRY_REC_OPTIONAL))
         rc = ferry_error_set(err, -EBADMSG, "unknown record flags 0x%02x", c->flags);
     if (!rc && c->length > (UINT64_MAX >> 2))
-        rc = ferry_error_set(err, -EBADMSG, "record length %" PRIu64 " is implausible",
-                             c->length);
+        rc = ferry_error_set(err, -EBADMSG, "record length %" PRIu64 " is implausible", c->length);
     if (rc) {
         ferry_io_set_checksum(io, NULL, NULL);
         return rec_fail(r, err);
@@ -368,8 +380,8 @@ int ferry_stream_end_payload(FerryStreamReader *r, FerryError *err)
         uint64_t sum = XXH3_64bits_digest(r->xx);
         if (sum != stored)
             rc = ferry_error_set(err, -EBADMSG,
-                                 "checksum mismatch (stored 0x%016" PRIx64 ", computed 0x%016" PRIx64
-                                 ") at offset 0x%" PRIx64,
+                                 "checksum mismatch (stored 0x%016" PRIx64
+                                 ", computed 0x%016" PRIx64 ") at offset 0x%" PRIx64,
                                  stored, sum, off);
     }
     return rc ? rec_fail(r, err) : 0;
@@ -490,8 +502,8 @@ static void warn(const FerryLoadOpts *opts, const char *fmt, ...)
     opts->warn(opts->warn_ctx, msg);
 }
 
-int ferry_stream_read_registry(FerryStreamReader *r, FerryRegistry *reg,
-                               const FerryLoadOpts *opts, FerryError *err)
+int ferry_stream_read_registry(FerryStreamReader *r, FerryRegistry *reg, const FerryLoadOpts *opts,
+                               FerryError *err)
 {
     for (;;) {
         FerryRecord rec;

@@ -749,16 +749,17 @@ static void print_summary(Analyze *a, const FerryQemuInfo *in)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ferry analyze [--summary] [--section NAME] [--extract-ram DIR] "
-               "[--no-vmdesc] FILE|-\n"
-               "  Decode a migration stream: Ferry stream v1 or QEMU 7.2 (format version 3), detected\n"
-               "  from its first bytes.\n"
-               "  default        JSON like QEMU's scripts/analyze-migration.py\n"
-               "  --summary      machine, sections with sizes, RAM page kinds, footers, trailer\n"
-               "  --section NAME only sections whose idstr (or \"idstr (id)\") is NAME\n"
-               "  --extract-ram DIR  write each RAM block's final contents to DIR/<block>\n"
-               "  --no-vmdesc    ignore the vmdesc trailer (frame devices by footer resync)\n"
-               "exit status: 0 valid, 1 invalid stream or failure, 2 usage\n");
+    fprintf(
+        f, "usage: ferry analyze [--summary] [--section NAME] [--extract-ram DIR] "
+           "[--no-vmdesc] FILE|-\n"
+           "  Decode a migration stream: Ferry stream v1 or QEMU 7.2 (format version 3), detected\n"
+           "  from its first bytes.\n"
+           "  default        JSON like QEMU's scripts/analyze-migration.py\n"
+           "  --summary      machine, sections with sizes, RAM page kinds, footers, trailer\n"
+           "  --section NAME only sections whose idstr (or \"idstr (id)\") is NAME\n"
+           "  --extract-ram DIR  write each RAM block's final contents to DIR/<block>\n"
+           "  --no-vmdesc    ignore the vmdesc trailer (frame devices by footer resync)\n"
+           "exit status: 0 valid, 1 invalid stream or failure, 2 usage\n");
 }
 
 /* stdin that is not a regular file is copied to an unlinked temporary file, so the reader can
@@ -812,8 +813,8 @@ static int analyze_other(Analyze *a, const char *name, int fd, const uint8_t *ma
                     name);
         return 1;
     }
-    FerryAnalyzeOpts o = {.summary = a->summary, .section = a->section, .extract = a->extract,
-                          .out = a->out};
+    FerryAnalyzeOpts o = {
+        .summary = a->summary, .section = a->section, .extract = a->extract, .out = a->out};
     return ferry_analyze_ferry_fd(name, fd, &o);
 }
 

@@ -1,9 +1,9 @@
 /* ferry explore: exhaustive interleavings of hotplug, guest, reset and migration actions on the
  * machine model, with invariants at every state; prints the shortest trace of a violation. */
-#include "ferry/machine/device.h"
 #include "ferry/tools/explore.h"
 
 #include "commands.h"
+#include "ferry/machine/device.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -112,24 +112,25 @@ static void emit_c(FILE *out, const FerryExploreConfig *cfg, const FerryExploreR
     const FerryMachinePolicy *p = &cfg->policy;
     fprintf(out, "/* Replays the counterexample found by ferry explore: %s */\n", res->message);
     fprintf(out, "static void replay_counterexample(void **state)\n{\n    (void)state;\n");
-    fprintf(out, "    FerryExploreConfig cfg = {.slots = %u, .cpu_slots = %u, .mem_slots = %u%s%s%s, "
-           ".policy = {",
-           cfg->slots ? cfg->slots : 2, cfg->cpu_slots, cfg->mem_slots,
-           cfg->machine_type ? ", .machine_type = \"" : "",
-           cfg->machine_type ? cfg->machine_type : "", cfg->machine_type ? "\"" : "");
+    fprintf(out,
+            "    FerryExploreConfig cfg = {.slots = %u, .cpu_slots = %u, .mem_slots = %u%s%s%s, "
+            ".policy = {",
+            cfg->slots ? cfg->slots : 2, cfg->cpu_slots, cfg->mem_slots,
+            cfg->machine_type ? ", .machine_type = \"" : "",
+            cfg->machine_type ? cfg->machine_type : "", cfg->machine_type ? "\"" : "");
     fprintf(out, "%s%s%s%s%s%s}};\n", p->events_load_append ? ".events_load_append = true, " : "",
-           p->inmigrate_hotplug ? ".inmigrate_hotplug = true, " : "",
-           p->edge_notify ? ".edge_notify = true, " : "",
-           p->conn_state_subsection ? ".conn_state_subsection = true, " : "",
-           p->keep_dest_connectors ? ".keep_dest_connectors = true, " : "",
-           p->keep_dest_events ? ".keep_dest_events = true, " : "");
+            p->inmigrate_hotplug ? ".inmigrate_hotplug = true, " : "",
+            p->edge_notify ? ".edge_notify = true, " : "",
+            p->conn_state_subsection ? ".conn_state_subsection = true, " : "",
+            p->keep_dest_connectors ? ".keep_dest_connectors = true, " : "",
+            p->keep_dest_events ? ".keep_dest_events = true, " : "");
     fprintf(out, "    FerryExploreResult res;\n    FerryError err = {0};\n");
     fprintf(out, "    assert_int_equal(ferry_explore_replay(&cfg, \"%s\", NULL, &res, &err), 0);\n",
-           res->trace);
+            res->trace);
     fprintf(out, "    assert_true(res.violation);\n");
     fprintf(out, "    cfg.policy = (FerryMachinePolicy){0}; /* the real policy passes */\n");
     fprintf(out, "    assert_int_equal(ferry_explore_replay(&cfg, \"%s\", NULL, &res, &err), 0);\n",
-           res->trace);
+            res->trace);
     fprintf(out, "    assert_false(res.violation);\n}\n");
 }
 

@@ -1,6 +1,9 @@
 /* ferry migrate: drive a live migration of a running VM through its QMP socket (Ferry or QEMU),
  * show a progress bar (percent, rate, pass, expected downtime), print a summary and optionally
  * write the per-pass timeline as a hand-written SVG plot. */
+#include "commands.h"
+#include "ferry/control/qmp-client.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -9,9 +12,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "commands.h"
-#include "ferry/control/qmp-client.h"
 
 #define TIMEOUT_MS 10000
 
@@ -51,10 +51,23 @@ static int64_t parse_size(const char *s)
     if (end == s || v < 0)
         return -1;
     switch (*end) {
-    case 'k': case 'K': v *= 1024; end++; break;
-    case 'm': case 'M': v *= 1024 * 1024; end++; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        v *= 1024;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        v *= 1024 * 1024;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        v *= 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     return *end ? -1 : (int64_t)v;
 }
@@ -158,11 +171,11 @@ static void progress(json_t *st, double rate, bool tty)
      * migration completed, passes are all finished and the real downtime is known. */
     const char *status = json_string_value(json_object_get(st, "status")) ?: "";
     bool done = !strcmp(status, "completed");
-    fprintf(stderr, "%s[%s] %5.1f%%  %7.1f MiB/s  pass %" JSON_INTEGER_FORMAT
-            "  %s %" JSON_INTEGER_FORMAT " ms  %-10s%s",
+    fprintf(stderr,
+            "%s[%s] %5.1f%%  %7.1f MiB/s  pass %" JSON_INTEGER_FORMAT "  %s %" JSON_INTEGER_FORMAT
+            " ms  %-10s%s",
             tty ? "\r" : "", bar, pct, rate / (1 << 20),
-            jint(ram, "dirty-sync-count") + (done ? 0 : 1),
-            done ? "downtime" : "expected downtime",
+            jint(ram, "dirty-sync-count") + (done ? 0 : 1), done ? "downtime" : "expected downtime",
             jint(st, done ? "downtime" : "expected-downtime"), status, tty ? "" : "\n");
     fflush(stderr);
 }
@@ -185,19 +198,25 @@ static int write_svg(const char *path, json_t *st, FerryError *err)
     }
     const int W = 760, H = 400, L = 80, R = 20, T = 50, B = 60;
     double slot = n ? (double)(W - L - R) / n : 1, bw = slot * 0.38;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n",
+            W, H);
     fprintf(f, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", W, H);
     json_t *ram = json_object_get(st, "ram");
     json_t *dus = json_object_get(json_object_get(st, "x-ferry"), "downtime-us");
     double down = dus ? (double)json_integer_value(dus) / 1e3 : (double)jint(st, "downtime");
-    fprintf(f, "<text x=\"%d\" y=\"20\" font-size=\"15\">Ferry live migration: %s, total %"
-               JSON_INTEGER_FORMAT " ms, downtime %.1f ms, %zu passes</text>\n",
+    fprintf(f,
+            "<text x=\"%d\" y=\"20\" font-size=\"15\">Ferry live migration: %s, total "
+            "%" JSON_INTEGER_FORMAT " ms, downtime %.1f ms, %zu passes</text>\n",
             L, json_string_value(json_object_get(st, "status")) ?: "?", jint(st, "total-time"),
             down, n);
-    fprintf(f, "<text x=\"%d\" y=\"38\" fill=\"#555\">%" JSON_INTEGER_FORMAT " zero, %"
-               JSON_INTEGER_FORMAT " raw, %" JSON_INTEGER_FORMAT " delta pages; %.1f MiB on the "
-               "wire</text>\n", L, jint(ram, "duplicate"), jint(ram, "normal"),
+    fprintf(f,
+            "<text x=\"%d\" y=\"38\" fill=\"#555\">%" JSON_INTEGER_FORMAT
+            " zero, %" JSON_INTEGER_FORMAT " raw, %" JSON_INTEGER_FORMAT
+            " delta pages; %.1f MiB on the "
+            "wire</text>\n",
+            L, jint(ram, "duplicate"), jint(ram, "normal"),
             jint(json_object_get(st, "x-ferry"), "delta-pages"),
             (double)jint(ram, "transferred") / (1 << 20));
     fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", L, H - B,
@@ -216,29 +235,37 @@ static int write_svg(const char *path, json_t *st, FerryError *err)
         bool fin = json_is_true(json_object_get(p, "final"));
         double x = L + slot * i + slot * 0.1;
         double ha = (H - B - T) * a / maxv, hb = (H - B - T) * b / maxv;
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">"
-                   "<title>pass %zu: %.0f pages sent in %" JSON_INTEGER_FORMAT " us</title></rect>\n",
+        fprintf(f,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">"
+                "<title>pass %zu: %.0f pages sent in %" JSON_INTEGER_FORMAT " us</title></rect>\n",
                 x, H - B - ha, bw, ha, fin ? "#d62728" : "#1f77b4", i + 1, a,
                 jint(p, "duration-us"));
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#ff7f0e\">"
-                   "<title>pass %zu: %.0f pages dirtied</title></rect>\n",
+        fprintf(f,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#ff7f0e\">"
+                "<title>pass %zu: %.0f pages dirtied</title></rect>\n",
                 x + bw, H - B - hb, bw, hb, i + 1, b);
         fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s%zu</text>\n", x + bw,
                 H - B + 15, fin ? "final " : "", i + 1);
     }
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">pass</text>\n", (L + W - R) / 2,
             H - B + 35);
-    fprintf(f, "<text transform=\"translate(18,%d) rotate(-90)\" text-anchor=\"middle\">pages"
-               "</text>\n", (T + H - B) / 2);
+    fprintf(f,
+            "<text transform=\"translate(18,%d) rotate(-90)\" text-anchor=\"middle\">pages"
+            "</text>\n",
+            (T + H - B) / 2);
     int lx = W - R - 330;
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#1f77b4\"/>"
-               "<text x=\"%d\" y=\"%d\">sent</text>\n", lx, H - 22, lx + 16, H - 12);
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#ff7f0e\"/>"
-               "<text x=\"%d\" y=\"%d\">dirtied during the pass</text>\n", lx + 60, H - 22,
-            lx + 76, H - 12);
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#d62728\"/>"
-               "<text x=\"%d\" y=\"%d\">final (downtime)</text>\n", lx + 220, H - 22, lx + 236,
-            H - 12);
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#1f77b4\"/>"
+            "<text x=\"%d\" y=\"%d\">sent</text>\n",
+            lx, H - 22, lx + 16, H - 12);
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#ff7f0e\"/>"
+            "<text x=\"%d\" y=\"%d\">dirtied during the pass</text>\n",
+            lx + 60, H - 22, lx + 76, H - 12);
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#d62728\"/>"
+            "<text x=\"%d\" y=\"%d\">final (downtime)</text>\n",
+            lx + 220, H - 22, lx + 236, H - 12);
     fprintf(f, "</svg>\n");
     if (fclose(f))
         return ferry_error_set(err, -errno, "--timeline %s: %s", path, strerror(errno));
@@ -277,9 +304,8 @@ static int run_migrate(int argc, char **argv)
     if (o.max_passes >= 0)
         json_object_set_new(params, "x-ferry-max-passes", json_integer(o.max_passes));
     int rc = 1;
-    if (json_object_size(params) &&
-        ferry_qmp_client_execute(c, "migrate-set-parameters", params, NULL, &qerr, TIMEOUT_MS,
-                                 &err) < 0) {
+    if (json_object_size(params) && ferry_qmp_client_execute(c, "migrate-set-parameters", params,
+                                                             NULL, &qerr, TIMEOUT_MS, &err) < 0) {
         fprintf(stderr, "ferry migrate: migrate-set-parameters: %s\n", err.msg);
         goto out;
     }
@@ -298,8 +324,7 @@ static int run_migrate(int argc, char **argv)
     for (;;) {
         json_decref(st);
         st = NULL;
-        if (ferry_qmp_client_execute(c, "query-migrate", NULL, &st, &qerr, TIMEOUT_MS, &err) <
-            0) {
+        if (ferry_qmp_client_execute(c, "query-migrate", NULL, &st, &qerr, TIMEOUT_MS, &err) < 0) {
             fprintf(stderr, "\nferry migrate: query-migrate: %s\n", err.msg);
             goto out;
         }
@@ -312,8 +337,8 @@ static int run_migrate(int argc, char **argv)
         }
         last_t = t;
         last_bytes = bytes;
-        bool done = s && (!strcmp(s, "completed") || !strcmp(s, "failed") ||
-                          !strcmp(s, "cancelled"));
+        bool done =
+            s && (!strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
         if (!o.quiet && (tty || t - shown_t >= 1.0 || done)) {
             progress(st, rate, tty);
             shown_t = t;
@@ -334,12 +359,12 @@ static int run_migrate(int argc, char **argv)
     if (!strcmp(s, "completed")) {
         json_t *dus = json_object_get(json_object_get(st, "x-ferry"), "downtime-us");
         double down = dus ? (double)json_integer_value(dus) / 1e3 : (double)jint(st, "downtime");
-        printf("migration completed: total %" JSON_INTEGER_FORMAT " ms, downtime %.1f ms, setup %"
-               JSON_INTEGER_FORMAT " ms, %" JSON_INTEGER_FORMAT
-               " passes; %" JSON_INTEGER_FORMAT " pages zero, %" JSON_INTEGER_FORMAT " raw, %"
-               JSON_INTEGER_FORMAT " delta; %.1f MiB transferred\n",
-               jint(st, "total-time"), down, jint(st, "setup-time"),
-               jint(ram, "dirty-sync-count"), jint(ram, "duplicate"), jint(ram, "normal"),
+        printf("migration completed: total %" JSON_INTEGER_FORMAT
+               " ms, downtime %.1f ms, setup %" JSON_INTEGER_FORMAT " ms, %" JSON_INTEGER_FORMAT
+               " passes; %" JSON_INTEGER_FORMAT " pages zero, %" JSON_INTEGER_FORMAT
+               " raw, %" JSON_INTEGER_FORMAT " delta; %.1f MiB transferred\n",
+               jint(st, "total-time"), down, jint(st, "setup-time"), jint(ram, "dirty-sync-count"),
+               jint(ram, "duplicate"), jint(ram, "normal"),
                jint(json_object_get(st, "x-ferry"), "delta-pages"),
                (double)jint(ram, "transferred") / (1 << 20));
         rc = 0;

@@ -2,14 +2,14 @@
  * golden files (tests/compat/) and `ferry schema check` can compare versions of Ferry. */
 #include "schema_dump.h"
 
+#include "ferry/machine/device.h"
+#include "ferry/machine/machine.h"
+#include "ferry/state/schema.h"
+
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/machine/device.h"
-#include "ferry/machine/machine.h"
-#include "ferry/state/schema.h"
 
 static void usage(FILE *f)
 {
@@ -19,7 +19,8 @@ static void usage(FILE *f)
                "  -o, --output FILE   write to FILE instead of standard output\n"
                "  -h, --help          show this help\n\nmachine types:\n");
     for (size_t i = 0; ferry_machine_type_at(i); i++)
-        fprintf(f, "  %-10s %s\n", ferry_machine_type_at(i)->name, ferry_machine_type_at(i)->summary);
+        fprintf(f, "  %-10s %s\n", ferry_machine_type_at(i)->name,
+                ferry_machine_type_at(i)->summary);
 }
 
 int ferry_schema_dump_main(int argc, char **argv)
@@ -35,10 +36,18 @@ int ferry_schema_dump_main(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': machine = optarg; break;
-        case 'o': output = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'm':
+            machine = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -46,8 +55,8 @@ int ferry_schema_dump_main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const FerryMachineType *t = machine ? ferry_machine_type_find(machine)
-                                        : ferry_machine_type_default();
+    const FerryMachineType *t =
+        machine ? ferry_machine_type_find(machine) : ferry_machine_type_default();
     if (!t) {
         fprintf(stderr, "ferry schema dump: unknown machine type '%s' (known:", machine);
         for (size_t i = 0; ferry_machine_type_at(i); i++)

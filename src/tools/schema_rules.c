@@ -649,9 +649,8 @@ static void report_removed(Ctx *c, const FerrySchemaField *sf, const Cursor *dcu
                 dcur->version, g->since);
     else
         finding(c, FERRY_SCHEMA_ERROR, "field-removed",
-                "{D} does not read its bytes: every later field is misread {F}",
-                fix_src_only(c), "{S} sends %s (size %llu), %s", sf->name,
-                (unsigned long long)sf->size, detail);
+                "{D} does not read its bytes: every later field is misread {F}", fix_src_only(c),
+                "{S} sends %s (size %llu), %s", sf->name, (unsigned long long)sf->size, detail);
     path_pop(c, mark);
 }
 

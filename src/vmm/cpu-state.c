@@ -71,12 +71,14 @@ static void seg_to_kvm(struct kvm_segment *d, const FerrySegment *s)
 }
 
 /* The same member list drives both directions so they cannot drift apart. */
+/* X-macro member lists, laid out by hand */
+// clang-format off
 #define REGS_FIELDS(X)                                                                             \
-    X(rax)                                                                                         \
-    X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13)       \
-        X(r14) X(r15) X(rip) X(rflags)
+    X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12)       \
+    X(r13) X(r14) X(r15) X(rip) X(rflags)
 #define SEGS(X) X(cs) X(ds) X(es) X(fs) X(gs) X(ss) X(tr) X(ldt)
 #define CRS(X)  X(cr0) X(cr2) X(cr3) X(cr4) X(cr8) X(efer) X(apic_base)
+// clang-format on
 
 static void sregs_from_kvm(FerryCpuSregs *d, const struct kvm_sregs *s)
 {
@@ -457,10 +459,11 @@ static void pic_to_kvm(struct kvm_pic_state *d, const FerryPicState *s)
                                 s->elcr_mask};
 }
 
+// clang-format off
 #define PIT_FIELDS(X)                                                                              \
-    X(count)                                                                                       \
-    X(latched_count) X(count_latched) X(status_latched) X(status) X(read_state) X(write_state)     \
-        X(write_latch) X(rw_mode) X(mode) X(bcd) X(gate) X(count_load_time)
+    X(count) X(latched_count) X(count_latched) X(status_latched) X(status) X(read_state)           \
+    X(write_state) X(write_latch) X(rw_mode) X(mode) X(bcd) X(gate) X(count_load_time)
+// clang-format on
 
 int ferry_vm_state_get(FerryVm *vm, FerryVmState *st, FerryError *err)
 {
@@ -570,9 +573,10 @@ static void diff_seg(Diff *d, const char *seg, const FerrySegment *a, const Ferr
         snprintf(n, sizeof(n), "sregs.%s." #f, seg);                                               \
         CMP(d, n, a->f, b->f);                                                                     \
     } while (0);
-    SEG_CMP(base)
-    SEG_CMP(limit) SEG_CMP(selector) SEG_CMP(type) SEG_CMP(present) SEG_CMP(dpl) SEG_CMP(db)
-        SEG_CMP(s) SEG_CMP(l) SEG_CMP(g) SEG_CMP(avl) SEG_CMP(unusable)
+    // clang-format off
+    SEG_CMP(base) SEG_CMP(limit) SEG_CMP(selector) SEG_CMP(type) SEG_CMP(present) SEG_CMP(dpl)
+    SEG_CMP(db) SEG_CMP(s) SEG_CMP(l) SEG_CMP(g) SEG_CMP(avl) SEG_CMP(unusable)
+    // clang-format on
 }
 
 int ferry_cpu_state_diff(const FerryCpuState *a, const FerryCpuState *b, bool ignore_volatile,
@@ -623,14 +627,15 @@ int ferry_cpu_state_diff(const FerryCpuState *a, const FerryCpuState *b, bool ig
         differ(&d, "lapic", a->lapic, b->lapic, sizeof(a->lapic));
     }
 #define EV_CMP(f) CMP(&d, "events." #f, a->events.f, b->events.f);
-    EV_CMP(exception_injected)
-    EV_CMP(exception_nr) EV_CMP(exception_has_error_code) EV_CMP(exception_pending)
-        EV_CMP(exception_error_code) EV_CMP(exception_has_payload) EV_CMP(exception_payload)
-            EV_CMP(interrupt_injected) EV_CMP(interrupt_nr) EV_CMP(interrupt_soft)
-                EV_CMP(interrupt_shadow) EV_CMP(nmi_injected) EV_CMP(nmi_pending) EV_CMP(nmi_masked)
-                    EV_CMP(sipi_vector) EV_CMP(flags) EV_CMP(smi_smm) EV_CMP(smi_pending)
-                        EV_CMP(smi_inside_nmi) EV_CMP(smi_latched_init) EV_CMP(triple_fault_pending)
-                            CMP(&d, "mp_state", a->mp_state, b->mp_state);
+    // clang-format off
+    EV_CMP(exception_injected) EV_CMP(exception_nr) EV_CMP(exception_has_error_code)
+    EV_CMP(exception_pending) EV_CMP(exception_error_code) EV_CMP(exception_has_payload)
+    EV_CMP(exception_payload) EV_CMP(interrupt_injected) EV_CMP(interrupt_nr)
+    EV_CMP(interrupt_soft) EV_CMP(interrupt_shadow) EV_CMP(nmi_injected) EV_CMP(nmi_pending)
+    EV_CMP(nmi_masked) EV_CMP(sipi_vector) EV_CMP(flags) EV_CMP(smi_smm) EV_CMP(smi_pending)
+    EV_CMP(smi_inside_nmi) EV_CMP(smi_latched_init) EV_CMP(triple_fault_pending)
+    CMP(&d, "mp_state", a->mp_state, b->mp_state);
+    // clang-format on
     CMP(&d, "debugregs.db", a->debugregs.db, b->debugregs.db);
     CMP(&d, "debugregs.dr6", a->debugregs.dr6, b->debugregs.dr6);
     CMP(&d, "debugregs.dr7", a->debugregs.dr7, b->debugregs.dr7);
@@ -649,11 +654,12 @@ int ferry_vm_state_diff(const FerryVmState *a, const FerryVmState *b, bool ignor
         snprintf(n, sizeof(n), "pic[%d]." #f, p);                                                  \
         CMP(&d, n, a->pic[p].f, b->pic[p].f);                                                      \
     } while (0);
-        PIC_CMP(last_irr)
-        PIC_CMP(irr) PIC_CMP(imr) PIC_CMP(isr) PIC_CMP(priority_add) PIC_CMP(irq_base)
-            PIC_CMP(read_reg_select) PIC_CMP(poll) PIC_CMP(special_mask) PIC_CMP(init_state)
-                PIC_CMP(auto_eoi) PIC_CMP(rotate_on_auto_eoi) PIC_CMP(special_fully_nested_mode)
-                    PIC_CMP(init4) PIC_CMP(elcr) PIC_CMP(elcr_mask)
+        // clang-format off
+        PIC_CMP(last_irr) PIC_CMP(irr) PIC_CMP(imr) PIC_CMP(isr) PIC_CMP(priority_add)
+        PIC_CMP(irq_base) PIC_CMP(read_reg_select) PIC_CMP(poll) PIC_CMP(special_mask)
+        PIC_CMP(init_state) PIC_CMP(auto_eoi) PIC_CMP(rotate_on_auto_eoi)
+        PIC_CMP(special_fully_nested_mode) PIC_CMP(init4) PIC_CMP(elcr) PIC_CMP(elcr_mask)
+        // clang-format on
     }
     CMP(&d, "ioapic.base_address", a->ioapic.base_address, b->ioapic.base_address);
     CMP(&d, "ioapic.ioregsel", a->ioapic.ioregsel, b->ioapic.ioregsel);
@@ -670,12 +676,13 @@ int ferry_vm_state_diff(const FerryVmState *a, const FerryVmState *b, bool ignor
         snprintf(n, sizeof(n), "pit[%d]." #f, i);                                                  \
         CMP(&d, n, a->pit[i].f, b->pit[i].f);                                                      \
     } while (0);
-        PIT_CMP(count)
-        PIT_CMP(latched_count) PIT_CMP(count_latched) PIT_CMP(status_latched) PIT_CMP(status)
-            PIT_CMP(read_state) PIT_CMP(write_state) PIT_CMP(write_latch) PIT_CMP(rw_mode)
-                PIT_CMP(mode) PIT_CMP(bcd) PIT_CMP(
-                    gate) if (!ignore_volatile) /* host time of the last load: KVM re-bases it */
+        // clang-format off
+        PIT_CMP(count) PIT_CMP(latched_count) PIT_CMP(count_latched) PIT_CMP(status_latched)
+        PIT_CMP(status) PIT_CMP(read_state) PIT_CMP(write_state) PIT_CMP(write_latch)
+        PIT_CMP(rw_mode) PIT_CMP(mode) PIT_CMP(bcd) PIT_CMP(gate)
+        if (!ignore_volatile) /* host time of the last load: KVM re-bases it */
             PIT_CMP(count_load_time)
+        // clang-format on
     }
     CMP(&d, "pit_flags", a->pit_flags, b->pit_flags);
     if (!ignore_volatile)

@@ -405,12 +405,13 @@ FerryInstance *ferry_instance_create(const FerryInstanceConfig *cfg, FerryError 
     }
     uint64_t blocks = (c.maxmem - c.ram_size) / FERRY_MEM_BLOCK_SIZE;
     if (blocks > MAX_SLOTS) { /* refused, not capped: the user asked for memory we cannot plug */
-        ferry_error_set(err, -EINVAL,
-                        "maxmem (%llu MiB) leaves room for %llu memory blocks of %llu MiB; at "
-                        "most %u are hotpluggable (maxmem <= %llu MiB)",
-                        (unsigned long long)(c.maxmem >> 20), (unsigned long long)blocks,
-                        (unsigned long long)(FERRY_MEM_BLOCK_SIZE >> 20), MAX_SLOTS,
-                        (unsigned long long)((c.ram_size + MAX_SLOTS * FERRY_MEM_BLOCK_SIZE) >> 20));
+        ferry_error_set(
+            err, -EINVAL,
+            "maxmem (%llu MiB) leaves room for %llu memory blocks of %llu MiB; at "
+            "most %u are hotpluggable (maxmem <= %llu MiB)",
+            (unsigned long long)(c.maxmem >> 20), (unsigned long long)blocks,
+            (unsigned long long)(FERRY_MEM_BLOCK_SIZE >> 20), MAX_SLOTS,
+            (unsigned long long)((c.ram_size + MAX_SLOTS * FERRY_MEM_BLOCK_SIZE) >> 20));
         return NULL;
     }
     if (blocks && c.ram_size > FERRY_VM_LOW_RAM_MAX) {

@@ -221,11 +221,14 @@ static int parse_firmware(RunOptions *o, const char *v, FerryError *err)
 static int parse_incoming(RunOptions *o, const char *v, FerryError *err)
 {
     if (!*v)
-        return ferry_error_set(err, -EINVAL, "--incoming: empty URI (e.g. tcp:HOST:PORT or "
+        return ferry_error_set(err, -EINVAL,
+                               "--incoming: empty URI (e.g. tcp:HOST:PORT or "
                                "defer)");
     if (o->incoming)
-        return ferry_error_set(err, -EINVAL, "--incoming %s: give one of --incoming and "
-                               "--restore, once", v);
+        return ferry_error_set(err, -EINVAL,
+                               "--incoming %s: give one of --incoming and "
+                               "--restore, once",
+                               v);
     o->incoming = v;
     return 0;
 }
@@ -238,14 +241,17 @@ static int parse_restore(RunOptions *o, const char *v, FerryError *err)
     if (strlen(v) + 6 > sizeof(o->restore_uri))
         return ferry_error_set(err, -EINVAL, "--restore: file name too long");
     if (o->incoming)
-        return ferry_error_set(err, -EINVAL, "--restore %s: give one of --incoming and "
-                               "--restore, once", v);
+        return ferry_error_set(err, -EINVAL,
+                               "--restore %s: give one of --incoming and "
+                               "--restore, once",
+                               v);
     snprintf(o->restore_uri, sizeof(o->restore_uri), "file:%s", v);
     o->incoming = o->restore_uri;
     return 0;
 }
 
-/* KIND[,mb=N][,report=N][,ready-delay=MS][,hp-step-delay=MS] with KIND idle or dirty (docs/firmware.md). */
+/* KIND[,mb=N][,report=N][,ready-delay=MS][,hp-step-delay=MS] with KIND idle or dirty
+ * (docs/firmware.md). */
 static int parse_workload(RunOptions *o, const char *v, FerryError *err)
 {
     char buf[128];
@@ -383,7 +389,8 @@ static int parse_args(int argc, char **argv, RunOptions *o, FerryError *err)
                                "--workload configures the firmware (built-in or --firmware); "
                                "it cannot be combined with --boot-sector");
     if (o->incoming && !strcmp(o->incoming, "defer") && !o->qmp)
-        return ferry_error_set(err, -EINVAL, "--incoming defer waits for QMP migrate-incoming: "
+        return ferry_error_set(err, -EINVAL,
+                               "--incoming defer waits for QMP migrate-incoming: "
                                "give --qmp unix:PATH");
     if (o->maxmem && o->maxmem < o->memory)
         return ferry_error_set(err, -EINVAL, "--maxmem (%llu MiB) is below --memory (%llu MiB)",
@@ -394,13 +401,13 @@ static int parse_args(int argc, char **argv, RunOptions *o, FerryError *err)
                                "--maxmem must exceed --memory by a multiple of "
                                "128M (the memory block size)");
     if (o->maxmem && (o->maxmem - o->memory) / FERRY_MEM_BLOCK_SIZE > FERRY_MACHINE_MAX_SLOTS)
-        return ferry_error_set(err, -EINVAL,
-                               "--maxmem (%llu MiB): at most %u hotpluggable memory blocks of "
-                               "128M above --memory (maxmem <= %llu MiB)",
-                               (unsigned long long)(o->maxmem >> 20), FERRY_MACHINE_MAX_SLOTS,
-                               (unsigned long long)((o->memory + FERRY_MACHINE_MAX_SLOTS *
-                                                                     FERRY_MEM_BLOCK_SIZE) >>
-                                                    20));
+        return ferry_error_set(
+            err, -EINVAL,
+            "--maxmem (%llu MiB): at most %u hotpluggable memory blocks of "
+            "128M above --memory (maxmem <= %llu MiB)",
+            (unsigned long long)(o->maxmem >> 20), FERRY_MACHINE_MAX_SLOTS,
+            (unsigned long long)((o->memory + FERRY_MACHINE_MAX_SLOTS * FERRY_MEM_BLOCK_SIZE) >>
+                                 20));
     return 0;
 }
 
@@ -615,8 +622,7 @@ static int run_vm(const RunOptions *o, FerryError *err)
             goto out;
         }
     }
-    ctx.vmig = ferry_vm_migration_create(cmds, inst, !o->prelaunch, on_incoming_failed, &ctx,
-                                         err);
+    ctx.vmig = ferry_vm_migration_create(cmds, inst, !o->prelaunch, on_incoming_failed, &ctx, err);
     if (!ctx.vmig) {
         r = err->code;
         goto out;

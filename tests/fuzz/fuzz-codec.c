@@ -1,10 +1,10 @@
 /* libFuzzer harness for the device-state loader and the JSON decoder: any byte string must load
  * or fail with an error, never crash, leak or over-allocate. Input: u8 version, then a payload. */
+#include "ferry/state/schema.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ferry/state/schema.h"
 
 typedef struct Item {
     uint16_t a;
@@ -35,8 +35,8 @@ static const FerryDesc item_desc = {
     .version = 2,
     .min_version = 1,
     .size = sizeof(Item),
-    .fields = (const FerryField[]){FERRY_FIELD(Item, a), FERRY_STRING(Item, tag, .since = 2),
-                                   FERRY_END},
+    .fields =
+        (const FerryField[]){FERRY_FIELD(Item, a), FERRY_STRING(Item, tag, .since = 2), FERRY_END},
 };
 static const FerryDesc sub_desc = {
     .name = "target/sub",

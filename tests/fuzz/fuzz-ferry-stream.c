@@ -1,9 +1,9 @@
 /* libFuzzer harness for the Ferry stream reader: header, record framing, checksums, embedded
  * schema import and decoding device records by that schema. Never crash, leak or hang. */
+#include "ferry/stream/stream.h"
+
 #include <stdint.h>
 #include <stdlib.h>
-
-#include "ferry/stream/stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

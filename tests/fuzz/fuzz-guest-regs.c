@@ -2,14 +2,14 @@
  * host actions) and an incoming device-state stream. Invariants: no crash, no assert, the line
  * level always equals PENDING.LINE, clones are equal and hash equal. First byte bit 7 selects
  * the stream mode. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "ferry/machine/guest.h"
 #include "ferry/machine/hotplug.h"
 #include "ferry/machine/machine.h"
 #include "ferry/stream/stream.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const char *const devices[] = {"card,id=c1,slot=1", "mem-block,id=m0,slot=0"};
 static const char *const extra[] = {"card,id=c2,slot=2", "cpu,id=cpu1,slot=1",
@@ -18,8 +18,11 @@ static const char *const ids[] = {"c1", "c2", "cpu1", "m0", "m1", "cpu0"};
 
 static FerryMachine *machine(bool incoming, bool old)
 {
-    FerryMachineConfig cfg = {.type = old ? "ferry-1.0" : "ferry-2.0", .boot_cpus = 1,
-                              .incoming = incoming, .devices = devices, .ndevices = 2};
+    FerryMachineConfig cfg = {.type = old ? "ferry-1.0" : "ferry-2.0",
+                              .boot_cpus = 1,
+                              .incoming = incoming,
+                              .devices = devices,
+                              .ndevices = 2};
     FerryMachine *m = ferry_machine_new(&cfg, NULL);
     if (!m)
         abort();
@@ -66,19 +69,33 @@ static void regs_mode(const uint8_t *data, size_t size, bool old)
         const uint8_t *b = data + i;
         uint32_t v = b[2] | b[3] << 8 | b[4] << 16 | (uint32_t)b[5] << 24;
         switch (b[0] % 10) {
-        case 0: ferry_hotplug_io_read(m, b[1], b[2] % 5); break;
-        case 1: ferry_hotplug_io_write(m, b[1], b[2] % 5, v); break;
+        case 0:
+            ferry_hotplug_io_read(m, b[1], b[2] % 5);
+            break;
+        case 1:
+            ferry_hotplug_io_write(m, b[1], b[2] % 5, v);
+            break;
         case 2: /* a well-formed command on a plausible connector */
             ferry_hotplug_io_write(m, FERRY_HP_REG_SELECTOR, 4,
                                    b[2] & 0x80 ? v : FERRY_CONN_INDEX(1 + b[2] % 3, b[3] % 5));
             ferry_hotplug_io_write(m, FERRY_HP_REG_ARG, 4, b[4] % 6);
             ferry_hotplug_io_write(m, FERRY_HP_REG_CMD, 4, b[1] % 8);
             break;
-        case 3: ferry_machine_device_add_opts(m, extra[b[1] % 4], NULL); break;
-        case 4: ferry_machine_device_del(m, ids[b[1] % 6], NULL); break;
-        case 5: ferry_machine_run_event(m, (FerryRunEvent)(b[1] % FERRY_RUN_EV__COUNT), NULL); break;
-        case 6: ferry_guest_step(g); break;
-        case 7: ferry_machine_set_migration_active(m, b[1] & 1); break;
+        case 3:
+            ferry_machine_device_add_opts(m, extra[b[1] % 4], NULL);
+            break;
+        case 4:
+            ferry_machine_device_del(m, ids[b[1] % 6], NULL);
+            break;
+        case 5:
+            ferry_machine_run_event(m, (FerryRunEvent)(b[1] % FERRY_RUN_EV__COUNT), NULL);
+            break;
+        case 6:
+            ferry_guest_step(g);
+            break;
+        case 7:
+            ferry_machine_set_migration_active(m, b[1] & 1);
+            break;
         case 8: {
             FerryMachine *c = ferry_machine_clone(m);
             if (!ferry_machine_equal(m, c) || ferry_machine_hash(m) != ferry_machine_hash(c))
@@ -86,7 +103,9 @@ static void regs_mode(const uint8_t *data, size_t size, bool old)
             ferry_machine_free(c);
             break;
         }
-        case 9: ferry_guest_reboot(g); break;
+        case 9:
+            ferry_guest_reboot(g);
+            break;
         }
         check(m);
     }

@@ -1,10 +1,10 @@
 /* libFuzzer harness for the destination's RAM record parser (ram-pages runs: zero, raw, delta
  * ops): outside input that writes into guest memory. Never crash, write out of bounds, or hang.
  * The blocks are heap buffers, so ASan catches any write past them. */
+#include "../../src/migration/migration-int.h"
+
 #include <stdint.h>
 #include <stdlib.h>
-
-#include "../../src/migration/migration-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

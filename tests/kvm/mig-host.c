@@ -2,6 +2,14 @@
  * carries QMP: boot-sector guest, serial to a file, QMP socket with the migration commands,
  * query-status/stop/cont/quit, x-ram-digest (XXH3 of guest RAM), and --incoming URI.
  * A failed incoming migration exits 1 with the reason; the VM never runs. */
+#include "ferry/control/qmp-migration.h"
+#include "ferry/control/qmp.h"
+#include "ferry/migration/migration.h"
+#include "ferry/vmm/boot.h"
+#include "ferry/vmm/serial.h"
+#include "ferry/vmm/vcpu.h"
+#include "ferry/vmm/vm.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -16,14 +24,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "ferry/control/qmp-migration.h"
-#include "ferry/control/qmp.h"
-#include "ferry/migration/migration.h"
-#include "ferry/vmm/boot.h"
-#include "ferry/vmm/serial.h"
-#include "ferry/vmm/vcpu.h"
-#include "ferry/vmm/vm.h"
-
 typedef struct Host {
     FerryVm *vm;
     FerryVcpus *vcpus;
@@ -32,7 +32,7 @@ typedef struct Host {
     int evfd;
     const char *state; /* query-status */
     bool incoming;
-    atomic_int quit;   /* 1 quit, 2 incoming failed */
+    atomic_int quit; /* 1 quit, 2 incoming failed */
 } Host;
 
 static void wake(Host *h)
@@ -73,8 +73,8 @@ static int q_status(void *ctx, json_t *a, json_t **ret, FerryQmpError *e)
 {
     (void)a, (void)e;
     Host *h = ctx;
-    *ret = json_pack("{s:s, s:b, s:b}", "status", h->state, "running",
-                     !strcmp(h->state, "running"), "singlestep", 0);
+    *ret = json_pack("{s:s, s:b, s:b}", "status", h->state, "running", !strcmp(h->state, "running"),
+                     "singlestep", 0);
     return 0;
 }
 
@@ -156,8 +156,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--delta")) /* on|off: XOR+RLE delta of re-sent pages */
             delta = strcmp(argv[i + 1], "off") != 0;
         else {
-            fprintf(stderr, "usage: %s --memory MiB (--boot-sector FILE | --incoming URI) --qmp "
-                            "SOCKET [--serial FILE]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s --memory MiB (--boot-sector FILE | --incoming URI) --qmp "
+                    "SOCKET [--serial FILE]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -177,14 +179,14 @@ int main(int argc, char **argv)
     }
     FerryVcpu *bsp = ferry_vcpus_add(h.vcpus, 0, &err);
     int sfd = open(serial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    FerrySerial *ser = ferry_serial_create(h.vm, FERRY_SERIAL_COM1_BASE, FERRY_SERIAL_COM1_IRQ,
-                                           sfd, &err);
+    FerrySerial *ser =
+        ferry_serial_create(h.vm, FERRY_SERIAL_COM1_BASE, FERRY_SERIAL_COM1_IRQ, sfd, &err);
     if (!bsp || !ser) {
         fprintf(stderr, "ferry-mig-host: %s\n", err.msg);
         return 1;
     }
-    FerryMigHost mh = {.vm = h.vm, .vcpus = h.vcpus, .on_status = on_status,
-                       .on_pass = on_pass, .opaque = &h};
+    FerryMigHost mh = {
+        .vm = h.vm, .vcpus = h.vcpus, .on_status = on_status, .on_pass = on_pass, .opaque = &h};
     h.mig = ferry_migration_new(&mh, &err);
     FerryMigParams prm;
     ferry_migration_get_params(h.mig, &prm);

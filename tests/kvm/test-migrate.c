@@ -4,23 +4,23 @@
  * success the two RAMs are byte-identical and the destination guest carries on; after failure
  * the source guest keeps running and its page counters are still consistent (the guest's own
  * invariant). */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-#include <sys/socket.h>
-
 #include "ferry/control/qmp-migration.h"
 #include "ferry/migration/migration.h"
 #include "kvm-test.h"
 #include "mig-proxy.h"
 
-#define RAM (128ULL << 20)
-#define FIRST_PAGE 256  /* 1 MiB */
-#define LAST_PAGE 25600 /* 100 MiB */
-#define LAST_PAGE_5M 1280 /* dirty-5m.img: 1..5 MiB */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#define RAM          (128ULL << 20)
+#define FIRST_PAGE   256   /* 1 MiB */
+#define LAST_PAGE    25600 /* 100 MiB */
+#define LAST_PAGE_5M 1280  /* dirty-5m.img: 1..5 MiB */
 
 static const char *guest_dir;
 /* The guest image and the end of the range it dirties; the non-convergence tests use the 5 MiB
@@ -356,11 +356,11 @@ static void cut_at(int64_t n, bool channels, const char *src_msg)
 static void test_cut(void **state)
 {
     (void)state;
-    cut_at(10, false, NULL);      /* inside the stream header */
-    cut_at(300, false, NULL);     /* inside the handshake */
+    cut_at(10, false, NULL);  /* inside the stream header */
+    cut_at(300, false, NULL); /* inside the handshake */
     /* First pass, RAM on the main connection: the error says which RAM it was sending. */
     cut_at(4 << 20, false, "sending RAM block 0 (guest-physical 0x0, 128 MiB), pages ");
-    cut_at(400, true, NULL);      /* main channel after the handshake, RAM channels running */
+    cut_at(400, true, NULL); /* main channel after the handshake, RAM channels running */
 }
 
 /* Cut in a later dirty pass, timed by the engine's own pass hook: pass 1 (all RAM) at full

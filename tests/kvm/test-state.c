@@ -9,9 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 /* cmocka.h needs the four headers above first */
-#include <cmocka.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
+
+#include <cmocka.h>
 
 #define RAM         (128ULL << 20)
 #define COUNTER_GPA (1ULL << 20) /* first page the guest increments */

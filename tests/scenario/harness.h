@@ -3,22 +3,22 @@
 #ifndef FERRY_SCENARIO_HARNESS_H
 #define FERRY_SCENARIO_HARNESS_H
 
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "ferry/machine/guest.h"
 #include "ferry/machine/hotplug.h"
 #include "ferry/machine/inventory.h"
 #include "ferry/machine/machine.h"
 #include "ferry/stream/stream.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 typedef struct Side {
     FerryMachine *m;
     FerryGuest *g;
-    int deleted;            /* DEVICE_DELETED count */
-    char deleted_ids[256];  /* "id;id;" in order */
+    int deleted;           /* DEVICE_DELETED count */
+    char deleted_ids[256]; /* "id;id;" in order */
     int irq_changes;
     bool irq;
 } Side;
@@ -51,8 +51,8 @@ static Side *side_new(const char *type, bool incoming, const char *const *device
 {
     Side *s = calloc(1, sizeof(*s));
     FerryError err = {0};
-    FerryMachineConfig cfg = {.type = type, .boot_cpus = 1, .incoming = incoming,
-                              .devices = devices, .ndevices = n};
+    FerryMachineConfig cfg = {
+        .type = type, .boot_cpus = 1, .incoming = incoming, .devices = devices, .ndevices = n};
     s->m = ferry_machine_new(&cfg, &err);
     if (!s->m) {
         fprintf(stderr, "machine: %s\n", err.msg);
@@ -84,12 +84,12 @@ static int side_add(Side *s, const char *opts, FerryError *err)
 typedef FerryRegistry *(*RegistryFn)(FerryMachine *m, FerryError *err);
 
 typedef struct MigOpts {
-    RegistryFn src_registry;   /* NULL: ferry_machine_registry */
-    RegistryFn dst_registry;   /* NULL: ferry_machine_registry (an "old binary" otherwise) */
-    bool skip_prepare;         /* S12: rely on the per-section pre_load hooks alone */
+    RegistryFn src_registry; /* NULL: ferry_machine_registry */
+    RegistryFn dst_registry; /* NULL: ferry_machine_registry (an "old binary" otherwise) */
+    bool skip_prepare;       /* S12: rely on the per-section pre_load hooks alone */
     void (*during)(Side *src, void *ctx); /* runs while the outgoing migration is active */
     void *ctx;
-    const char *tamper_model;  /* S16: rewrite the source inventory's first card model */
+    const char *tamper_model; /* S16: rewrite the source inventory's first card model */
 } MigOpts;
 
 typedef struct MigResult {
@@ -105,7 +105,10 @@ static void mig_warn(void *ctx, const char *msg)
     strcat(r->warnings, "\n");
 }
 
-static void mig_result_fini(MigResult *r) { free(r->stream); }
+static void mig_result_fini(MigResult *r)
+{
+    free(r->stream);
+}
 
 /* Handshake, then device state through a FerryStreamWriter into memory and a FerryStreamReader
  * into the destination. Success: destination running with the guest's memory (a clone of the

@@ -1,19 +1,20 @@
 /* DESIGN §7 scenarios S1-S16: source and destination machines driven by the guest model through
  * the register interface and migrated through the Ferry stream. Each asserts what the guest saw
  * (in order) and what the host sees (connectors, events, devices, notifications). */
+#include "harness.h"
+#include "machine-int.h" /* S12/S13/S14: emulate stale state and other binaries' descriptions */
+
 #include <fnmatch.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
-#include "harness.h"
-#include "machine-int.h" /* S12/S13/S14: emulate stale state and other binaries' descriptions */
-
 #define CARD1 FERRY_CONN_INDEX(FERRY_CONN_SLOT, 1)
-#define CPU1 FERRY_CONN_INDEX(FERRY_CONN_CPU, 1)
-#define MEM0 FERRY_CONN_INDEX(FERRY_CONN_MEM, 0)
+#define CPU1  FERRY_CONN_INDEX(FERRY_CONN_CPU, 1)
+#define MEM0  FERRY_CONN_INDEX(FERRY_CONN_MEM, 0)
 
 static void add(Side *s, const char *opts)
 {
@@ -68,13 +69,12 @@ static void boot(Side *s)
     ferry_guest_log_clear(s->g);
 }
 
-static const char *card_tokens =
-    "token 0x30000001 node-start card@1\n"
-    "token 0x30000001 prop model\n"
-    "token 0x30000001 prop slot\n"
-    "token 0x30000001 prop ext-status\n"
-    "token 0x30000001 node-end\n"
-    "configured 0x30000001 card@1\n";
+static const char *card_tokens = "token 0x30000001 node-start card@1\n"
+                                 "token 0x30000001 prop model\n"
+                                 "token 0x30000001 prop slot\n"
+                                 "token 0x30000001 prop ext-status\n"
+                                 "token 0x30000001 node-end\n"
+                                 "configured 0x30000001 card@1\n";
 
 /* S1: device_add in prelaunch == the same device on the command line. */
 static void s01_prelaunch_is_coldplug(void **state)
@@ -231,7 +231,8 @@ static void s06_pending_unplug(void **state)
     (void)state;
     for (int isolated = 0; isolated < 2; isolated++) {
         const char *cl[] = {"card,id=c1,slot=1"};
-        Side *src = side_new("ferry-1.0", false, cl, 1), *dst = side_new("ferry-1.0", true, NULL, 0);
+        Side *src = side_new("ferry-1.0", false, cl, 1),
+             *dst = side_new("ferry-1.0", true, NULL, 0);
         boot(src);
         FerryError err = {0};
         assert_int_equal(ferry_machine_device_del(src->m, "c1", &err), 0);
@@ -411,7 +412,8 @@ static void s12_stale_destination_events(void **state)
 {
     (void)state;
     for (int src_events = 0; src_events < 2; src_events++) {
-        Side *src = side_new("ferry-2.0", false, NULL, 0), *dst = side_new("ferry-2.0", true, NULL, 0);
+        Side *src = side_new("ferry-2.0", false, NULL, 0),
+             *dst = side_new("ferry-2.0", true, NULL, 0);
         boot(src);
         add(src, "card,id=c1,slot=1");
         if (!src_events)
@@ -441,15 +443,20 @@ static const FerryField old_hotplug_fields[] = {
     FERRY_BUFFER(FerryHotplugState, window),
     FERRY_END,
 };
-static const FerryDesc old_hotplug = {.name = "hotplug", .version = 1, .min_version = 1,
+static const FerryDesc old_hotplug = {.name = "hotplug",
+                                      .version = 1,
+                                      .min_version = 1,
                                       .size = sizeof(FerryHotplugState),
                                       .fields = old_hotplug_fields};
 static const FerryField old_conn_fields[] = {
     FERRY_FIELD(FerryConnector, wire_index, .name = "index"),
     FERRY_END,
 };
-static const FerryDesc old_conn = {.name = "connector", .version = 1, .min_version = 1,
-                                   .size = sizeof(FerryConnector), .fields = old_conn_fields};
+static const FerryDesc old_conn = {.name = "connector",
+                                   .version = 1,
+                                   .min_version = 1,
+                                   .size = sizeof(FerryConnector),
+                                   .fields = old_conn_fields};
 
 static FerryRegistry *old_binary_registry(FerryMachine *m, FerryError *err)
 {
@@ -530,8 +537,11 @@ static void s13_backward_migration(void **state)
 /* ---- S14: the source sends a subsection the destination does not know ---- */
 static const FerryField diag_fields[] = {FERRY_FIELD(FerryDevice, st.card.status, .name = "diag"),
                                          FERRY_END};
-static const FerryDesc diag = {.name = "card/diag", .version = 1, .min_version = 1,
-                               .size = sizeof(FerryDevice), .fields = diag_fields};
+static const FerryDesc diag = {.name = "card/diag",
+                               .version = 1,
+                               .min_version = 1,
+                               .size = sizeof(FerryDevice),
+                               .fields = diag_fields};
 static const FerrySubsection subs_optional[] = {{.desc = &diag, .optional = true}, {NULL}};
 static const FerrySubsection subs_required[] = {{.desc = &diag}, {NULL}};
 static FerryDesc card_newer;
@@ -545,8 +555,9 @@ static FerryRegistry *newer_source_registry(FerryMachine *m, FerryError *err)
         ferry_registry_add(reg, "connector", c->index, &ferry_desc_connector_v2, c, err);
         if (c->dev)
             ferry_registry_add(reg, c->dev->type->section, c->slot,
-                               c->dev->type->kind == FERRY_CONN_SLOT ? &card_newer
-                                                                     : ferry_device_desc(c->dev->type),
+                               c->dev->type->kind == FERRY_CONN_SLOT
+                                   ? &card_newer
+                                   : ferry_device_desc(c->dev->type),
                                c->dev, err);
     }
     return reg;
@@ -600,7 +611,8 @@ static void s15_moved_device(void **state)
     FerryRegistry *before = ferry_machine_registry(dst->m, &err);
     char *schema_before = ferry_schema_dumps(before, "ferry-2.0");
     assert_int_equal(ferry_machine_device_reparent(dst->m, "c1", "/machine/bridge0", &err), 0);
-    assert_int_equal(ferry_machine_device_reparent(dst->m, "cpu1", "/machine/socket1/core0", &err), 0);
+    assert_int_equal(ferry_machine_device_reparent(dst->m, "cpu1", "/machine/socket1/core0", &err),
+                     0);
     FerryDeviceInfo di;
     for (size_t i = 0; ferry_machine_device_info(dst->m, i, &di) == 0; i++)
         if (!strcmp(di.id, "c1"))
@@ -613,8 +625,10 @@ static void s15_moved_device(void **state)
     mig_ok(src, dst, NULL, NULL); /* the moved devices receive the source's sections */
     assert_same(src, dst);
     /* the same across machine types whose trees differ (vCPUs under a cluster in 2.0) */
-    FerryRegistry *t1 = ferry_machine_type_schema_registry(ferry_machine_type_find("ferry-1.0"), &err);
-    FerryRegistry *t2 = ferry_machine_type_schema_registry(ferry_machine_type_find("ferry-2.0"), &err);
+    FerryRegistry *t1 =
+        ferry_machine_type_schema_registry(ferry_machine_type_find("ferry-1.0"), &err);
+    FerryRegistry *t2 =
+        ferry_machine_type_schema_registry(ferry_machine_type_find("ferry-2.0"), &err);
     void *o;
     assert_ptr_equal(ferry_registry_find(t1, "cpu", 0, &o), ferry_registry_find(t2, "cpu", 0, &o));
     free(schema_before);

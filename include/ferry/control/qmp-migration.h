@@ -4,10 +4,10 @@
 #ifndef FERRY_CONTROL_QMP_MIGRATION_H
 #define FERRY_CONTROL_QMP_MIGRATION_H
 
-#include <jansson.h>
-
 #include "ferry/control/qmp.h"
 #include "ferry/migration/migration.h"
+
+#include <jansson.h>
 
 typedef struct FerryQmpMigration FerryQmpMigration;
 /* Start an incoming migration on `uri` for QMP migrate-incoming, or refuse with a message
@@ -19,8 +19,8 @@ typedef int (*FerryQmpIncomingFn)(void *opaque, const char *uri, FerryError *err
  * which checks the host's state, like QEMU's "-incoming defer". Returns the handlers' context;
  * the caller frees it with ferry_qmp_migration_free after destroying the server and registry. */
 FerryQmpMigration *ferry_qmp_migration_register(FerryQmpCommands *cmds, FerryMigration *mig,
-                                                FerryQmpIncomingFn incoming,
-                                                void *opaque, FerryError *err);
+                                                FerryQmpIncomingFn incoming, void *opaque,
+                                                FerryError *err);
 void ferry_qmp_migration_free(FerryQmpMigration *q);
 
 /* query-migrate's answer for `info` in QEMU's shape, plus "x-ferry" (passes, delta pages,

@@ -22,9 +22,9 @@ typedef enum FerryConnKind {
     FERRY_CONN_SLOT = 3,
 } FerryConnKind;
 
-#define FERRY_CONN_INDEX(kind, slot) (((uint32_t)(kind) << 28) | ((uint32_t)(slot) & 0x0fffffffu))
+#define FERRY_CONN_INDEX(kind, slot) (((uint32_t)(kind) << 28) | ((uint32_t)(slot)&0x0fffffffu))
 #define FERRY_CONN_INDEX_KIND(index) ((uint32_t)(index) >> 28)
-#define FERRY_CONN_INDEX_SLOT(index) ((uint32_t)(index) & 0x0fffffffu)
+#define FERRY_CONN_INDEX_SLOT(index) ((uint32_t)(index)&0x0fffffffu)
 
 /* A snapshot of one connector for the host side (tests, QMP, explorer). Plain value. */
 typedef struct FerryConnectorInfo {

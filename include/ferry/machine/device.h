@@ -4,16 +4,16 @@
 #ifndef FERRY_MACHINE_DEVICE_H
 #define FERRY_MACHINE_DEVICE_H
 
+#include "ferry/error.h"
+#include "ferry/machine/connector.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ferry/error.h"
-#include "ferry/machine/connector.h"
-
-#define FERRY_DEVICE_ID_MAX 64  /* including NUL */
+#define FERRY_DEVICE_ID_MAX    64 /* including NUL */
 #define FERRY_DEVICE_PARAM_MAX 4
-#define FERRY_MEM_BLOCK_SIZE (128ull << 20)
+#define FERRY_MEM_BLOCK_SIZE   (128ull << 20)
 
 typedef enum FerryParamKind {
     FERRY_PARAM_BOOL, /* "on"/"off" (also true/false, yes/no, 1/0) */
@@ -24,15 +24,15 @@ typedef enum FerryParamKind {
 typedef struct FerryParamSpec {
     const char *name;
     FerryParamKind kind;
-    bool required;        /* no default: must be given (placement, e.g. slot) */
-    uint64_t def;         /* default when not required: always "feature off" */
+    bool required; /* no default: must be given (placement, e.g. slot) */
+    uint64_t def;  /* default when not required: always "feature off" */
 } FerryParamSpec;
 
 typedef struct FerryDeviceType {
-    const char *driver;   /* name used by device_add ("cpu") */
-    const char *model;    /* stable id of the hardware interface ("ferry-vcpu-v1") */
-    const char *section;  /* migration section name; instance id = slot */
-    FerryConnKind kind;   /* which connectors it plugs into */
+    const char *driver;           /* name used by device_add ("cpu") */
+    const char *model;            /* stable id of the hardware interface ("ferry-vcpu-v1") */
+    const char *section;          /* migration section name; instance id = slot */
+    FerryConnKind kind;           /* which connectors it plugs into */
     const FerryParamSpec *params; /* FERRY_DEVICE_PARAM_MAX at most, NULL-name terminated */
 } FerryDeviceType;
 
@@ -42,11 +42,11 @@ typedef struct FerryCompatProp {
 } FerryCompatProp;
 
 typedef struct FerryMachineType {
-    const char *name;               /* "ferry-2.0" */
+    const char *name; /* "ferry-2.0" */
     const char *summary;
-    bool connector_state_always;    /* send every connector's state (>= 2.0, DESIGN §5) */
-    const char *cpu_parent;         /* device-tree parent of vCPUs (moved in 2.0: S15) */
-    const FerryCompatProp *compat;  /* terminated by {NULL} */
+    bool connector_state_always;   /* send every connector's state (>= 2.0, DESIGN §5) */
+    const char *cpu_parent;        /* device-tree parent of vCPUs (moved in 2.0: S15) */
+    const FerryCompatProp *compat; /* terminated by {NULL} */
 } FerryMachineType;
 
 /* Lookups in the built-in catalogues (borrowed, static). NULL when unknown. */

@@ -3,11 +3,11 @@
 #ifndef FERRY_MACHINE_GUEST_H
 #define FERRY_MACHINE_GUEST_H
 
+#include "ferry/machine/machine.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "ferry/machine/machine.h"
 
 typedef struct FerryGuest FerryGuest;
 

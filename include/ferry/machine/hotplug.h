@@ -3,10 +3,10 @@
 #ifndef FERRY_MACHINE_HOTPLUG_H
 #define FERRY_MACHINE_HOTPLUG_H
 
-#include <stdint.h>
-
 #include "ferry/machine/hotplug-regs.h"
 #include "ferry/machine/machine.h"
+
+#include <stdint.h>
 
 /* Accesses at `offset` (0 .. FERRY_HP_IO_SIZE-1) of `size` 1, 2 or 4 bytes. Undefined accesses
  * read as all-ones and writes to them are ignored (never an error, never a crash). */

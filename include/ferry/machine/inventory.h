@@ -3,11 +3,11 @@
 #ifndef FERRY_MACHINE_INVENTORY_H
 #define FERRY_MACHINE_INVENTORY_H
 
-#include <jansson.h>
-#include <stddef.h>
-
 #include "ferry/error.h"
 #include "ferry/machine/machine.h"
+
+#include <jansson.h>
+#include <stddef.h>
 
 typedef struct FerryInventory FerryInventory;
 

@@ -4,15 +4,15 @@
 #ifndef FERRY_MACHINE_MACHINE_H
 #define FERRY_MACHINE_MACHINE_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/machine/connector.h"
 #include "ferry/machine/device.h"
 #include "ferry/machine/runstate.h"
 #include "ferry/state/schema.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* A machine is not thread-safe: the VMM serialises every call on one machine (vCPU port I/O,
  * QMP commands, migration) under one lock. Callbacks run synchronously inside the call that
@@ -22,12 +22,12 @@ typedef struct FerryMachine FerryMachine;
 #define FERRY_MACHINE_MAX_SLOTS 64 /* per resource kind */
 
 typedef struct FerryMachineConfig {
-    const char *type;       /* machine type name; NULL = newest */
-    uint32_t cpu_slots;     /* hotpluggable vCPU slots (max cpus); 0 = 4 */
-    uint32_t boot_cpus;     /* vCPUs "cpu0".."cpuN-1" created at start in slots 0..N-1 */
-    uint32_t mem_slots;     /* 128 MiB memory block slots; 0 = 4 */
-    uint32_t card_slots;    /* device slots; 0 = 4 */
-    bool incoming;          /* start in inmigrate (--incoming), else prelaunch */
+    const char *type;           /* machine type name; NULL = newest */
+    uint32_t cpu_slots;         /* hotpluggable vCPU slots (max cpus); 0 = 4 */
+    uint32_t boot_cpus;         /* vCPUs "cpu0".."cpuN-1" created at start in slots 0..N-1 */
+    uint32_t mem_slots;         /* 128 MiB memory block slots; 0 = 4 */
+    uint32_t card_slots;        /* device slots; 0 = 4 */
+    bool incoming;              /* start in inmigrate (--incoming), else prelaunch */
     const char *const *devices; /* -device option strings ("card,id=c1,slot=1"), coldplugged */
     size_t ndevices;
 } FerryMachineConfig;
@@ -123,8 +123,8 @@ typedef struct FerryDeviceInfo {
 } FerryDeviceInfo;
 int ferry_machine_device_info(const FerryMachine *m, size_t i, FerryDeviceInfo *out);
 /* Effective parameter value (after defaults and compat props) of device `id`, as text. */
-int ferry_machine_device_param(const FerryMachine *m, const char *id, const char *param,
-                               char *buf, size_t len, FerryError *err);
+int ferry_machine_device_param(const FerryMachine *m, const char *id, const char *param, char *buf,
+                               size_t len, FerryError *err);
 bool ferry_machine_has_device(const FerryMachine *m, const char *id);
 
 /* ---- connectors and events (host view) ---- */

@@ -6,8 +6,8 @@
 #include <stdbool.h>
 
 typedef enum FerryRunState {
-    FERRY_RUN_PRELAUNCH,   /* started with -S, the guest never ran */
-    FERRY_RUN_INMIGRATE,   /* waiting for an incoming stream */
+    FERRY_RUN_PRELAUNCH, /* started with -S, the guest never ran */
+    FERRY_RUN_INMIGRATE, /* waiting for an incoming stream */
     FERRY_RUN_RUNNING,
     FERRY_RUN_PAUSED,
     FERRY_RUN_POSTMIGRATE, /* source after a completed outgoing migration */

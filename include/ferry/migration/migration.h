@@ -5,14 +5,14 @@
 #ifndef FERRY_MIGRATION_MIGRATION_H
 #define FERRY_MIGRATION_MIGRATION_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/machine/machine.h"
 #include "ferry/vmm/vcpu.h"
 #include "ferry/vmm/vm.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct FerryMigration FerryMigration;
 
@@ -73,7 +73,7 @@ typedef struct FerryMigPass {
     uint64_t bytes_sent;    /* wire bytes of the pass */
     uint64_t pages_dirtied; /* dirty pages found at the end of the pass (next pass's work) */
     uint64_t duration_us;
-    bool final;             /* sent with vCPUs stopped */
+    bool final; /* sent with vCPUs stopped */
 } FerryMigPass;
 
 #define FERRY_MIG_PASSES_MAX 256
@@ -89,14 +89,14 @@ typedef struct FerryMigInfo {
     uint64_t normal_bytes;
     /* Active: over the last ~100 ms (or the last pass when shorter); completed: the average
      * over the transfer time (total minus setup), as QEMU. */
-    double mbps;                 /* megabits/s (10^6) of wire bytes */
-    uint64_t dirty_sync_count;   /* dirty-log syncs = passes over RAM, the final one included */
-    uint64_t pages_per_second;   /* pages sent (zero pages included), same window as mbps */
+    double mbps;               /* megabits/s (10^6) of wire bytes */
+    uint64_t dirty_sync_count; /* dirty-log syncs = passes over RAM, the final one included */
+    uint64_t pages_per_second; /* pages sent (zero pages included), same window as mbps */
     uint64_t dirty_pages_rate;
-    uint32_t throttle_pct;       /* vCPU throttle now (policy "throttle"); kept at its last
-                                    value after the migration ends */
-    bool throttle_active;        /* the throttle runs (QMP cpu-throttle-percentage shown) */
-    bool prefault_done;          /* destination: RAM faulted in (ready for a fast stream) */
+    uint32_t throttle_pct; /* vCPU throttle now (policy "throttle"); kept at its last
+                              value after the migration ends */
+    bool throttle_active;  /* the throttle runs (QMP cpu-throttle-percentage shown) */
+    bool prefault_done;    /* destination: RAM faulted in (ready for a fast stream) */
     uint32_t npasses;
     FerryMigPass passes[FERRY_MIG_PASSES_MAX];
     char error[FERRY_ERROR_MSG_MAX]; /* when failed */

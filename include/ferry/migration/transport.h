@@ -3,9 +3,9 @@
 #ifndef FERRY_MIGRATION_TRANSPORT_H
 #define FERRY_MIGRATION_TRANSPORT_H
 
-#include <stdbool.h>
-
 #include "ferry/error.h"
+
+#include <stdbool.h>
 
 typedef enum FerryUriKind {
     FERRY_URI_TCP,
@@ -16,8 +16,8 @@ typedef enum FerryUriKind {
 
 typedef struct FerryUri {
     FerryUriKind kind;
-    char host[256]; /* tcp: name or address; "[v6]" brackets removed */
-    char port[16];  /* tcp */
+    char host[256];  /* tcp: name or address; "[v6]" brackets removed */
+    char port[16];   /* tcp */
     char path[1024]; /* unix, file */
     int fd;          /* fd */
 } FerryUri;

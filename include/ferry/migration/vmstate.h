@@ -7,7 +7,7 @@
 #include "ferry/state/state.h"
 
 #define FERRY_MIG_CPU_SECTION "kvm-cpu"
-#define FERRY_MIG_VM_SECTION "kvm-vm"
+#define FERRY_MIG_VM_SECTION  "kvm-vm"
 
 extern const FerryDesc ferry_cpu_state_desc; /* FerryCpuState */
 extern const FerryDesc ferry_vm_state_desc;  /* FerryVmState */

@@ -4,11 +4,11 @@
 #ifndef FERRY_STATE_IO_H
 #define FERRY_STATE_IO_H
 
+#include "ferry/error.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "ferry/error.h"
 
 typedef struct FerryIO FerryIO;
 

@@ -16,8 +16,8 @@ typedef struct FerryList {
     size_t len;
 } FerryList;
 
-#define ferry_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-#define FERRY_LIST_FOREACH(list, it) for (FerryLink *it = (list)->head; it; it = it->next)
+#define ferry_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define FERRY_LIST_FOREACH(list, it)          for (FerryLink *it = (list)->head; it; it = it->next)
 
 static inline void ferry_list_init(FerryList *l)
 {

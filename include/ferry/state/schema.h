@@ -4,12 +4,12 @@
 #ifndef FERRY_STATE_SCHEMA_H
 #define FERRY_STATE_SCHEMA_H
 
-#include <jansson.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/state/io.h"
 #include "ferry/state/state.h"
+
+#include <jansson.h>
+#include <stdint.h>
 
 #define FERRY_SCHEMA_FORMAT_VERSION 1
 

@@ -4,13 +4,13 @@
 #ifndef FERRY_STATE_STATE_H
 #define FERRY_STATE_STATE_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "ferry/error.h"
 #include "ferry/state/io.h"
 #include "ferry/state/list.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct FerryDesc FerryDesc;
 
@@ -54,33 +54,33 @@ typedef struct FerryField {
     const char *name;
     FerryType type;
     FerryArrayKind array;
-    size_t offset;           /* of the member in the described struct */
-    size_t size;             /* of one element in memory */
-    uint32_t count;          /* FIXED: length; VAR: capacity */
-    size_t count_offset;     /* VAR/ALLOC: the count member (unsigned, earlier field) */
-    uint8_t count_size;      /* 1, 2, 4 or 8 */
-    const char *count_name;  /* its field name */
-    uint32_t max;            /* ALLOC and LIST: bound on a loaded count (hostile input) */
-    uint32_t since;          /* absent in streams older than this version */
-    FerryExistsFn exists;    /* optional existence test */
-    const FerryDesc *desc;   /* STRUCT and LIST elements */
-    size_t link_offset;      /* LIST: the FerryLink inside the element */
-    FerryReleaseFn release;  /* LIST: frees an element; NULL means free() */
+    size_t offset;          /* of the member in the described struct */
+    size_t size;            /* of one element in memory */
+    uint32_t count;         /* FIXED: length; VAR: capacity */
+    size_t count_offset;    /* VAR/ALLOC: the count member (unsigned, earlier field) */
+    uint8_t count_size;     /* 1, 2, 4 or 8 */
+    const char *count_name; /* its field name */
+    uint32_t max;           /* ALLOC and LIST: bound on a loaded count (hostile input) */
+    uint32_t since;         /* absent in streams older than this version */
+    FerryExistsFn exists;   /* optional existence test */
+    const FerryDesc *desc;  /* STRUCT and LIST elements */
+    size_t link_offset;     /* LIST: the FerryLink inside the element */
+    FerryReleaseFn release; /* LIST: frees an element; NULL means free() */
 } FerryField;
 
 typedef struct FerrySubsection {
-    const FerryDesc *desc;   /* its name is the subsection's name on the wire */
-    FerryNeededFn needed;    /* NULL: always sent */
-    bool optional;           /* a destination that does not know it may skip it */
+    const FerryDesc *desc; /* its name is the subsection's name on the wire */
+    FerryNeededFn needed;  /* NULL: always sent */
+    bool optional;         /* a destination that does not know it may skip it */
 } FerrySubsection;
 
 struct FerryDesc {
     const char *name;
     uint32_t version;
-    uint32_t min_version;    /* oldest stream version this build still loads */
-    size_t size;             /* sizeof the described struct (elements of lists and arrays) */
-    const FerryField *fields;             /* terminated by FERRY_END */
-    const FerrySubsection *subsections;   /* terminated by { NULL }; may be NULL */
+    uint32_t min_version;     /* oldest stream version this build still loads */
+    size_t size;              /* sizeof the described struct (elements of lists and arrays) */
+    const FerryField *fields; /* terminated by FERRY_END */
+    const FerrySubsection *subsections; /* terminated by { NULL }; may be NULL */
     FerryHookFn pre_save, post_save, pre_load, post_load;
 };
 
@@ -116,24 +116,27 @@ size_t ferry_type_wire_size(FerryType t);
  */
 #define FERRY__M(S, m) (((S *)0)->m)
 #define FERRY__SCALAR(x)                                                                           \
-    _Generic((x),                                                                                  \
-        uint8_t: FERRY_TYPE_U8,                                                                    \
-        uint16_t: FERRY_TYPE_U16,                                                                  \
-        uint32_t: FERRY_TYPE_U32,                                                                  \
-        uint64_t: FERRY_TYPE_U64,                                                                  \
-        unsigned long long: FERRY_TYPE_U64,                                                        \
-        int8_t: FERRY_TYPE_I8,                                                                     \
-        int16_t: FERRY_TYPE_I16,                                                                   \
-        int32_t: FERRY_TYPE_I32,                                                                   \
-        int64_t: FERRY_TYPE_I64,                                                                   \
-        long long: FERRY_TYPE_I64,                                                                 \
-        bool: FERRY_TYPE_BOOL,                                                                     \
-        default: FERRY_TYPE_STRUCT)
+    _Generic((x), uint8_t                                                                          \
+             : FERRY_TYPE_U8, uint16_t                                                             \
+             : FERRY_TYPE_U16, uint32_t                                                            \
+             : FERRY_TYPE_U32, uint64_t                                                            \
+             : FERRY_TYPE_U64, unsigned long long                                                  \
+             : FERRY_TYPE_U64, int8_t                                                              \
+             : FERRY_TYPE_I8, int16_t                                                              \
+             : FERRY_TYPE_I16, int32_t                                                             \
+             : FERRY_TYPE_I32, int64_t                                                             \
+             : FERRY_TYPE_I64, long long                                                           \
+             : FERRY_TYPE_I64, bool                                                                \
+             : FERRY_TYPE_BOOL, default                                                            \
+             : FERRY_TYPE_STRUCT)
 /* Compile-time: `a` is an array (not a pointer), like Linux's __must_be_array. */
 #define FERRY__IS_ARRAY(a) (!__builtin_types_compatible_p(__typeof__(a), __typeof__(&(a)[0])))
 #define FERRY__ARRAY_LEN(a)                                                                        \
-    (sizeof(a) / sizeof((a)[0]) +                                                                  \
-     0 * sizeof(struct { _Static_assert(FERRY__IS_ARRAY(a), "member is not an array"); char c; }))
+    (sizeof(a) / sizeof((a)[0]) + 0 * sizeof(struct {                                              \
+                                      _Static_assert(FERRY__IS_ARRAY(a),                           \
+                                                     "member is not an array");                    \
+                                      char c;                                                      \
+                                  }))
 #define FERRY__PTR_CHECK(p)                                                                        \
     (0 * sizeof(struct {                                                                           \
          _Static_assert(!FERRY__IS_ARRAY(p), "member is not a pointer");                           \
@@ -144,39 +147,59 @@ size_t ferry_type_wire_size(FerryType t);
 
 /* An integer or bool member. */
 #define FERRY_FIELD(S, m, ...)                                                                     \
-    {.name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)), .offset = offsetof(S, m),                  \
-     .size = sizeof(FERRY__M(S, m)), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)), .offset = offsetof(S, m),               \
+        .size = sizeof(FERRY__M(S, m)), __VA_ARGS__                                                \
+    }
 /* A nested struct member described by `d`. */
 #define FERRY_STRUCT(S, m, d, ...)                                                                 \
-    {.name = #m, .type = FERRY_TYPE_STRUCT, .offset = offsetof(S, m),                              \
-     .size = sizeof(FERRY__M(S, m)), .desc = (d), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY_TYPE_STRUCT, .offset = offsetof(S, m),                           \
+        .size = sizeof(FERRY__M(S, m)), .desc = (d), __VA_ARGS__                                   \
+    }
 /* A fixed array of scalars; of structs when `.desc = &d` is given. */
 #define FERRY_ARRAY(S, m, ...)                                                                     \
-    {.name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)[0]), .array = FERRY_ARRAY_FIXED,             \
-     .offset = offsetof(S, m), .size = sizeof(FERRY__M(S, m)[0]),                                  \
-     .count = FERRY__ARRAY_LEN(FERRY__M(S, m)), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)[0]), .array = FERRY_ARRAY_FIXED,          \
+        .offset = offsetof(S, m), .size = sizeof(FERRY__M(S, m)[0]),                               \
+        .count = FERRY__ARRAY_LEN(FERRY__M(S, m)), __VA_ARGS__                                     \
+    }
 /* A fixed-capacity array of which member `c` says how many are used. */
 #define FERRY_VARRAY(S, m, c, ...)                                                                 \
-    {.name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)[0]), .array = FERRY_ARRAY_VAR,               \
-     .offset = offsetof(S, m), .size = sizeof(FERRY__M(S, m)[0]),                                  \
-     .count = FERRY__ARRAY_LEN(FERRY__M(S, m)), FERRY__COUNT(S, c), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)[0]), .array = FERRY_ARRAY_VAR,            \
+        .offset = offsetof(S, m), .size = sizeof(FERRY__M(S, m)[0]),                               \
+        .count = FERRY__ARRAY_LEN(FERRY__M(S, m)), FERRY__COUNT(S, c), __VA_ARGS__                 \
+    }
 /* A pointer to `c` elements, allocated (calloc) on load; loads of more than `mx` fail. */
 #define FERRY_ALLOC(S, m, c, mx, ...)                                                              \
-    {.name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)[0]), .array = FERRY_ARRAY_ALLOC,             \
-     .offset = offsetof(S, m), .size = sizeof(FERRY__M(S, m)[0]) + FERRY__PTR_CHECK(FERRY__M(S, m)), \
-     FERRY__COUNT(S, c), .max = (mx), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY__SCALAR(FERRY__M(S, m)[0]), .array = FERRY_ARRAY_ALLOC,          \
+        .offset = offsetof(S, m),                                                                  \
+        .size = sizeof(FERRY__M(S, m)[0]) + FERRY__PTR_CHECK(FERRY__M(S, m)), FERRY__COUNT(S, c),  \
+        .max = (mx), __VA_ARGS__                                                                   \
+    }
 /* A uint8_t[N] member saved as raw bytes. */
 #define FERRY_BUFFER(S, m, ...)                                                                    \
-    {.name = #m, .type = FERRY_TYPE_BUFFER, .offset = offsetof(S, m),                              \
-     .size = FERRY__ARRAY_LEN(FERRY__M(S, m)), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY_TYPE_BUFFER, .offset = offsetof(S, m),                           \
+        .size = FERRY__ARRAY_LEN(FERRY__M(S, m)), __VA_ARGS__                                      \
+    }
 /* A char[N] member holding a NUL-terminated string of at most N-1 bytes. */
 #define FERRY_STRING(S, m, ...)                                                                    \
-    {.name = #m, .type = FERRY_TYPE_STRING, .offset = offsetof(S, m),                              \
-     .size = FERRY__ARRAY_LEN(FERRY__M(S, m)), __VA_ARGS__}
+    {                                                                                              \
+        .name = #m, .type = FERRY_TYPE_STRING, .offset = offsetof(S, m),                           \
+        .size = FERRY__ARRAY_LEN(FERRY__M(S, m)), __VA_ARGS__                                      \
+    }
 /* A FerryList member whose elements are `E`, linked through `E.link`, described by `d`. */
 #define FERRY_LIST(S, m, E, link, d, ...)                                                          \
-    {.name = #m, .type = FERRY_TYPE_LIST, .offset = offsetof(S, m), .size = sizeof(E),             \
-     .link_offset = offsetof(E, link), .desc = (d), .max = FERRY_LIST_MAX_DEFAULT, __VA_ARGS__}
-#define FERRY_END {.name = NULL}
+    {                                                                                              \
+        .name = #m, .type = FERRY_TYPE_LIST, .offset = offsetof(S, m), .size = sizeof(E),          \
+        .link_offset = offsetof(E, link), .desc = (d), .max = FERRY_LIST_MAX_DEFAULT, __VA_ARGS__  \
+    }
+#define FERRY_END                                                                                  \
+    {                                                                                              \
+        .name = NULL                                                                               \
+    }
 
 #endif

@@ -4,18 +4,18 @@
 #ifndef FERRY_STREAM_STREAM_H
 #define FERRY_STREAM_STREAM_H
 
-#include <stdbool.h>
-#include <stdint.h>
-#include <sys/uio.h>
-
 #include "ferry/error.h"
 #include "ferry/state/io.h"
 #include "ferry/state/schema.h"
 #include "ferry/state/state.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
 #define FERRY_STREAM_FORMAT_VERSION 1
-#define FERRY_STREAM_MAGIC "FERRY\r\n\x1a"
-#define FERRY_STREAM_MAGIC_LEN 8
+#define FERRY_STREAM_MAGIC          "FERRY\r\n\x1a"
+#define FERRY_STREAM_MAGIC_LEN      8
 /* Largest device-state or schema payload a reader buffers (hostile lengths fail before
  * allocation). RAM records are streamed, not buffered. */
 #define FERRY_STREAM_MAX_STATE (64u << 20)
@@ -50,8 +50,7 @@ typedef struct FerryStreamWriter FerryStreamWriter;
 typedef struct FerryStreamReader FerryStreamReader;
 
 /* Writes the header. `io` is borrowed. Caller frees with ferry_stream_writer_free. */
-FerryStreamWriter *ferry_stream_writer_new(FerryIO *io, const char *machine_type,
-                                           FerryError *err);
+FerryStreamWriter *ferry_stream_writer_new(FerryIO *io, const char *machine_type, FerryError *err);
 void ferry_stream_writer_free(FerryStreamWriter *w);
 /* A record whose payload is the concatenation of `iov` (RAM pages go straight from guest memory
  * to the IO). */
@@ -98,7 +97,7 @@ json_t *ferry_stream_schema_json(FerryStreamReader *r, FerryError *err);
  * A record for a section the registry lacks is an error naming it; a checksum mismatch names
  * the section and offset; optional unknown records are skipped with a warning. RAM records are
  * an error here (this reads device-state streams). */
-int ferry_stream_read_registry(FerryStreamReader *r, FerryRegistry *reg,
-                               const FerryLoadOpts *opts, FerryError *err);
+int ferry_stream_read_registry(FerryStreamReader *r, FerryRegistry *reg, const FerryLoadOpts *opts,
+                               FerryError *err);
 
 #endif

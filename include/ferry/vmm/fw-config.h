@@ -33,8 +33,8 @@ typedef struct FerryFwConfig {
     uint32_t workload;    /* FERRY_FW_WORKLOAD_* */
     uint64_t dirty_base;  /* dirty workload region: [dirty_base, dirty_base + dirty_mb MiB) */
     uint32_t dirty_mb;
-    uint32_t report_every;   /* print "VERIFY ok pass=N" every N passes (>= 1) */
-    uint32_t ready_delay_ms; /* wait this long after "BOOT" before declaring readiness (S7) */
+    uint32_t report_every;     /* print "VERIFY ok pass=N" every N passes (>= 1) */
+    uint32_t ready_delay_ms;   /* wait this long after "BOOT" before declaring readiness (S7) */
     uint32_t hp_step_delay_ms; /* test pacing: wait between hotplug protocol steps (S5/S6) */
     /* Written by the firmware before it declares readiness; 0 until then. */
     uint64_t ap_entry;      /* 64-bit entry of application processors (RDI = APIC id) */

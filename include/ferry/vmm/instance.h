@@ -47,8 +47,8 @@ typedef struct FerryInstanceConfig {
     uint32_t report_every; /* 0 = 10 */
     uint32_t ready_delay_ms;
     uint32_t hp_step_delay_ms; /* test pacing (docs/firmware.md); 0 = off */
-    int serial_fd;        /* COM1 output (borrowed); -1 = discard */
-    const char *kvm_path; /* NULL = /dev/kvm */
+    int serial_fd;             /* COM1 output (borrowed); -1 = discard */
+    const char *kvm_path;      /* NULL = /dev/kvm */
 } FerryInstanceConfig;
 
 typedef enum FerryInstanceEvent {

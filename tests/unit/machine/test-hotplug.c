@@ -1,16 +1,17 @@
 /* The hotplug register block and the guest model: register map, every (state, target) pair of
  * SET_STATE, configure-connector tokens, events, readiness and the level-triggered line. */
+#include "ferry/machine/guest.h"
+#include "ferry/machine/hotplug.h"
+#include "ferry/machine/machine.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ferry/machine/guest.h"
-#include "ferry/machine/hotplug.h"
-#include "ferry/machine/machine.h"
+#include <cmocka.h>
 
 static FerryMachine *mk_running(void)
 {
@@ -75,9 +76,8 @@ static void set_state_table(void **state)
     static const struct {
         uint32_t from, to, status, after;
     } want[] = {
-        {1, 1, 3, 1}, {1, 2, 0, 2}, {1, 3, 3, 1}, {1, 4, 3, 1},
-        {2, 1, 0, 1}, {2, 2, 3, 2}, {2, 3, 0, 3}, {2, 4, 3, 2},
-        {3, 1, 3, 3}, {3, 2, 0, 2}, {3, 3, 3, 3}, {3, 4, 3, 3},
+        {1, 1, 3, 1}, {1, 2, 0, 2}, {1, 3, 3, 1}, {1, 4, 3, 1}, {2, 1, 0, 1}, {2, 2, 3, 2},
+        {2, 3, 0, 3}, {2, 4, 3, 2}, {3, 1, 3, 3}, {3, 2, 0, 2}, {3, 3, 3, 3}, {3, 4, 3, 3},
         {4, 1, 3, 4}, {4, 2, 0, 2}, {4, 3, 3, 4}, {4, 4, 3, 4},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -99,15 +99,16 @@ static void set_state_table(void **state)
         uint32_t st = cmd(m, FERRY_HP_CMD_SET_STATE, idx, want[i].to);
         ferry_machine_connector_find(m, idx, &ci);
         if (st != want[i].status || ci.state != want[i].after)
-            fail_msg("%u -> %u: status %u state %u, expected %u %u", want[i].from, want[i].to,
-                     st, ci.state, want[i].status, want[i].after);
+            fail_msg("%u -> %u: status %u state %u, expected %u %u", want[i].from, want[i].to, st,
+                     ci.state, want[i].status, want[i].after);
         assert_int_equal(cmd(m, FERRY_HP_CMD_SET_STATE, idx, 0), FERRY_HP_ST_BAD_ARG);
         assert_int_equal(cmd(m, FERRY_HP_CMD_SET_STATE, idx, 5), FERRY_HP_ST_BAD_ARG);
         ferry_machine_free(m);
     }
     /* empty connector: allocate -> NO_DEVICE; unplug pending -> UNPLUG_PENDING */
     FerryMachine *m = mk_running();
-    assert_int_equal(cmd(m, FERRY_HP_CMD_SET_STATE, FERRY_CONN_INDEX(3, 1), 2), FERRY_HP_ST_NO_DEVICE);
+    assert_int_equal(cmd(m, FERRY_HP_CMD_SET_STATE, FERRY_CONN_INDEX(3, 1), 2),
+                     FERRY_HP_ST_NO_DEVICE);
     add(m, "card,id=c,slot=0");
     uint32_t idx = FERRY_CONN_INDEX(FERRY_CONN_SLOT, 0);
     assert_int_equal(cmd(m, FERRY_HP_CMD_SET_STATE, idx, 2), 0);
@@ -167,10 +168,13 @@ static void hotplug_flow_with_guest(void **state)
     assert_int_equal(cmd(m, FERRY_HP_CMD_CC_STEP, 0x20000001, 0), 0);
     assert_int_equal(cmd(m, FERRY_HP_CMD_CC_STEP, 0x20000001, 0), 0);
     assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_REG_RESULT2, 4), 16);
-    assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_VALUE, 4), 0x08000000);
+    assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_VALUE, 4),
+                     0x08000000);
     assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_VALUE + 4, 1), 1);
-    assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_VALUE + 8, 4), 0x08000000);
-    assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_NAME, 2), 'r' | 'e' << 8);
+    assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_VALUE + 8, 4),
+                     0x08000000);
+    assert_int_equal(ferry_hotplug_io_read(m, FERRY_HP_WINDOW + FERRY_HP_WINDOW_NAME, 2),
+                     'r' | 'e' << 8);
 
     /* unplug: event, guest isolates and releases, DEVICE_DELETED path via callback */
     FerryError err = {0};
@@ -215,7 +219,8 @@ static void nothing_presented_twice(void **state)
     ferry_guest_log_clear(g);
     ferry_guest_run(g, 200);
     char *log = ferry_guest_log_text(g);
-    assert_string_equal(log, "ready\nboot cpu 0x10000000\nboot cpu 0x10000001\nboot slot 0x30000002\n");
+    assert_string_equal(log,
+                        "ready\nboot cpu 0x10000000\nboot cpu 0x10000001\nboot slot 0x30000002\n");
     free(log);
     ferry_guest_free(g);
     ferry_machine_free(m);

@@ -1,19 +1,20 @@
 /* Machine model, host side: device validation, device_add/device_del per run state, reset,
  * inventory comparison, clone/equal/hash, and a codec round trip of the machine's registry. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-#include <errno.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "ferry/machine/guest.h"
 #include "ferry/machine/hotplug.h"
 #include "ferry/machine/inventory.h"
 #include "ferry/machine/machine.h"
 #include "ferry/state/schema.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
 
 static FerryMachine *mk(const char *type, bool incoming)
 {
@@ -52,7 +53,8 @@ static void validation_errors(void **state)
     (void)state;
     FerryMachine *m = mk(NULL, false);
     add_fails(m, "cpu,id=cpu2,slot=2,foo=1", "device 'cpu2': unknown parameter 'foo'");
-    add_fails(m, "mem-block,id=mem1,slot=0,size=256M", "device 'mem1': memory block size must be 128M");
+    add_fails(m, "mem-block,id=mem1,slot=0,size=256M",
+              "device 'mem1': memory block size must be 128M");
     add_fails(m, "cpu,id=cpu9,slot=9", "device 'cpu9': slot 9 out of range (4 cpu slots)");
     add_fails(m, "card,id=c9,slot=9", "device 'c9': slot 9 out of range (4 card slots)");
     add_fails(m, "cpu,id=cpu0,slot=1", "duplicate device id 'cpu0'");
@@ -88,9 +90,11 @@ static void compat_properties(void **state)
     FerryMachine *old = mk("ferry-1.0", false), *new = mk("ferry-2.0", false);
     add_ok(old, "card,id=nic,slot=1");
     add_ok(new, "card,id=nic,slot=1");
-    assert_int_equal(ferry_machine_device_param(old, "nic", "ext-status", buf, sizeof(buf), &err), 0);
+    assert_int_equal(ferry_machine_device_param(old, "nic", "ext-status", buf, sizeof(buf), &err),
+                     0);
     assert_string_equal(buf, "off");
-    assert_int_equal(ferry_machine_device_param(new, "nic", "ext-status", buf, sizeof(buf), &err), 0);
+    assert_int_equal(ferry_machine_device_param(new, "nic", "ext-status", buf, sizeof(buf), &err),
+                     0);
     assert_string_equal(buf, "on");
     /* Device-tree layout differs (vCPUs moved under a cluster in 2.0) */
     FerryDeviceInfo a, b;
@@ -236,7 +240,8 @@ static void inventory_compare(void **state)
     assert_int_equal(ferry_inventory_compare(ia, ib, &report), 3);
     assert_non_null(strstr(report, "device 'nic': parameter 'ext-status' is 'on' on the source, "
                                    "'off' on the destination"));
-    assert_non_null(strstr(report, "device 'mem0' (mem-block, model ferry-mem-block-v1) is missing"));
+    assert_non_null(
+        strstr(report, "device 'mem0' (mem-block, model ferry-mem-block-v1) is missing"));
     assert_non_null(strstr(report, "device 'extra' (cpu) exists only on the destination"));
     free(report);
     /* JSON round trip, and a model unknown to this binary */
@@ -371,7 +376,6 @@ static void registry_round_trip(void **state)
     ferry_machine_free(dst);
 }
 
-
 /* Loaded connector state is outside input: impossible or hostile values are refused with the
  * connector named, before any guest command can act on them. */
 static int load_conn(FerryMachine *dst, const uint8_t *payload, size_t len, FerryError *err)
@@ -423,7 +427,10 @@ static void hostile_connector_state(void **state)
     assert_true(load_conn(dst, payload, len, &err) < 0);
     assert_non_null(strstr(err.msg, "connector 0x30000001: invalid state 7"));
     payload[at] = 1; /* unusable ... */
-    payload[len - 1] = 0; payload[len - 2] = 0; payload[len - 3] = 0; payload[len - 4] = 0;
+    payload[len - 1] = 0;
+    payload[len - 2] = 0;
+    payload[len - 3] = 0;
+    payload[len - 4] = 0;
     assert_int_equal(load_conn(dst, payload, len, &err), 0);
     /* the index must match the instance */
     payload[at - 1] = 0x20;
@@ -436,10 +443,14 @@ static void hostile_connector_state(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(validation_errors),   cmocka_unit_test(compat_properties),
-        cmocka_unit_test(plug_modes),          cmocka_unit_test(unplug_and_replug),
-        cmocka_unit_test(reset_rules),         cmocka_unit_test(inventory_compare),
-        cmocka_unit_test(clone_equal_hash),    cmocka_unit_test(registry_round_trip),
+        cmocka_unit_test(validation_errors),
+        cmocka_unit_test(compat_properties),
+        cmocka_unit_test(plug_modes),
+        cmocka_unit_test(unplug_and_replug),
+        cmocka_unit_test(reset_rules),
+        cmocka_unit_test(inventory_compare),
+        cmocka_unit_test(clone_equal_hash),
+        cmocka_unit_test(registry_round_trip),
         cmocka_unit_test(hostile_connector_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,13 +1,14 @@
 /* Run-state table: every (state, event) pair against an expectation written out by hand here,
  * independently of the table in src/machine/runstate.c. */
+#include "ferry/machine/runstate.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <string.h>
 
-#include "ferry/machine/runstate.h"
+#include <cmocka.h>
 
 typedef struct Allowed {
     FerryRunState from;

@@ -1,5 +1,9 @@
 /* RAM page encodings: zero detection on every word position, XOR+RLE delta round trips on
  * random edits, the size cap, and hostile delta ops refused with bounds errors. */
+#include "../../../src/migration/migration-int.h"
+#include "ferry/stream/ram.h"
+#include "ferry/stream/stream.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,10 +13,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-
-#include "../../../src/migration/migration-int.h"
-#include "ferry/stream/ram.h"
-#include "ferry/stream/stream.h"
 
 static _Alignas(64) uint8_t a[FERRY_RAM_PAGE_SIZE], b[FERRY_RAM_PAGE_SIZE], c[FERRY_RAM_PAGE_SIZE];
 static uint8_t enc[FERRY_RAM_PAGE_SIZE * 2];
@@ -81,8 +81,7 @@ static void test_delta_hostile(void **state)
     uint8_t ops[16] = {0};
     /* word 511, 2 words: past the page */
     ops[0] = 0xff, ops[1] = 0x01, ops[2] = 2;
-    assert_int_equal(ferry_ram_delta_apply(c, ops, sizeof(ops), &err),
-                     -EBADMSG);
+    assert_int_equal(ferry_ram_delta_apply(c, ops, sizeof(ops), &err), -EBADMSG);
     assert_non_null(strstr(err.msg, "out of bounds"));
     /* zero-length op */
     memset(ops, 0, sizeof(ops));
@@ -129,8 +128,8 @@ static uint8_t *build_stream(size_t *len, uint32_t bad_block)
     size_t plen;
     const uint8_t *pd = ferry_io_mem_data(p, &plen);
     struct iovec iov = {(void *)pd, plen};
-    assert_int_equal(ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", bad_block, 1, &iov,
-                                               1, NULL), 0);
+    assert_int_equal(
+        ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", bad_block, 1, &iov, 1, NULL), 0);
     /* block 1: page 3 raw 0x33 */
     ferry_io_mem_reset(p);
     put_run(p, 3, 1, FERRY_RAM_ENC_RAW);
@@ -138,8 +137,8 @@ static uint8_t *build_stream(size_t *len, uint32_t bad_block)
     ferry_io_write(p, a, FERRY_RAM_PAGE_SIZE, NULL);
     pd = ferry_io_mem_data(p, &plen);
     iov = (struct iovec){(void *)pd, plen};
-    assert_int_equal(ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", 1, 1, &iov, 1,
-                                               NULL), 0);
+    assert_int_equal(ferry_stream_write_record(w, FERRY_REC_RAM_PAGES, 0, "", 1, 1, &iov, 1, NULL),
+                     0);
     uint64_t pass[2] = {5, 0};
     iov = (struct iovec){pass, sizeof(pass)};
     ferry_stream_write_record(w, FERRY_REC_RAM_PASS, 0, "", 0, 1, &iov, 1, NULL);
@@ -211,12 +210,9 @@ static void test_stream_apply(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_zero),
-        cmocka_unit_test(test_delta_roundtrip),
-        cmocka_unit_test(test_delta_small),
-        cmocka_unit_test(test_delta_cap),
-        cmocka_unit_test(test_delta_hostile),
-        cmocka_unit_test(test_stream_apply),
+        cmocka_unit_test(test_zero),          cmocka_unit_test(test_delta_roundtrip),
+        cmocka_unit_test(test_delta_small),   cmocka_unit_test(test_delta_cap),
+        cmocka_unit_test(test_delta_hostile), cmocka_unit_test(test_stream_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,7 @@
 /* Migration URIs: every accepted form parses to what a user means, and every bad one is refused
  * with a message quoting it. A unix and a tcp listener accept a real connection. */
+#include "ferry/migration/transport.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +13,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-
-#include "ferry/migration/transport.h"
 
 static void test_parse(void **state)
 {
@@ -35,8 +35,8 @@ static void test_parse(void **state)
     assert_int_equal(ferry_uri_parse("fd:0", &u, &err), 0);
     assert_int_equal(u.fd, 0);
 
-    const char *bad[] = {"tcp:host", "tcp:h:99999", "tcp:h:x", "unix:", "fd:abc", "fd:999999",
-                         "exec:cat", "rdma:h:1", "", "tcp:[::1:5"};
+    const char *bad[] = {"tcp:host",  "tcp:h:99999", "tcp:h:x",  "unix:", "fd:abc",
+                         "fd:999999", "exec:cat",    "rdma:h:1", "",      "tcp:[::1:5"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int r = ferry_uri_parse(bad[i], &u, &err);
         if (r >= 0)

@@ -1,6 +1,9 @@
 /* The kvm-cpu and kvm-vm descriptions cover every byte of FerryCpuState / FerryVmState: a
  * struct filled with a pattern survives save + load into a zeroed struct unchanged, so a member
  * added to cpu-state.h without a table entry fails here. */
+#include "ferry/migration/vmstate.h"
+#include "ferry/vmm/cpu-state.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,9 +12,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-
-#include "ferry/migration/vmstate.h"
-#include "ferry/vmm/cpu-state.h"
 
 static void fill(void *p, size_t n, unsigned seed)
 {

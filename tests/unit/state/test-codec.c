@@ -1,5 +1,7 @@
 /* Unit tests of the device-state codec: golden wire vectors, round trips, truncation at every
  * byte, version skew, subsections, list replacement, hooks, bounded allocation. */
+#include "ferry/state/state.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +13,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-
-#include "ferry/state/state.h"
 
 /* ---- a description using every field type -------------------------------------------------- */
 
@@ -140,7 +140,7 @@ static const uint8_t golden_all[] = {
     0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* i64 = -5 */
     0x01,                                           /* flag = true */
     0x01, 0x02, 0x03,                               /* buf[3], raw */
-    0x03, 0x00, 0x00, 0x00, 'c', 'p', 'u',          /* name: u32 length 3, bytes, no NUL */
+    0x03, 0x00, 0x00, 0x00, 'c',  'p',  'u',        /* name: u32 length 3, bytes, no NUL */
     0x02, 0x00, 0x00, 0x00,                         /* arr: count 2 */
     0x07, 0x00, 0x08, 0x00,                         /*   arr[0] = 7, arr[1] = 8 */
     0x01, 0x00, 0x00, 0x00,                         /* inner: nested version 1 */
@@ -349,8 +349,8 @@ static void test_version_new_stream_on_old_build(void **state)
     uint8_t *wire = save_to(&dev_v2, &src, &len);
     FerryError err;
     assert_int_equal(load_from(&dev_v1, &dst, wire, len, 2, &err), -EPROTONOSUPPORT);
-    assert_string_equal(err.msg,
-                        "dev: stream has version 2, newer than this build's version 1 (offset 0x0)");
+    assert_string_equal(
+        err.msg, "dev: stream has version 2, newer than this build's version 1 (offset 0x0)");
     free(wire);
 }
 
@@ -383,9 +383,8 @@ static const FerryDesc cond_desc = {
     .name = "cond",
     .version = 1,
     .size = sizeof(Cond),
-    .fields =
-        (const FerryField[]){FERRY_FIELD(Cond, has), FERRY_FIELD(Cond, val, .exists = cond_has),
-                             FERRY_END},
+    .fields = (const FerryField[]){FERRY_FIELD(Cond, has),
+                                   FERRY_FIELD(Cond, val, .exists = cond_has), FERRY_END},
 };
 
 static void test_exists_presence_byte(void **state)
@@ -488,13 +487,13 @@ static void test_subsection_known_loaded(void **state)
     size_t len;
     uint8_t *wire = save_to(&conn_src, &c, &len);
     static const uint8_t want[] = {
-        0x03,                                    /* state */
-        0x02, 10, 'c', 'o', 'n', 'n', '/', 'e', 'x', 't', 'r', 'a', /* optional, name */
-        0x01, 0, 0, 0, 0x02, 0, 0, 0,            /* version 1, length 2 */
-        0x09, 0x00,                              /* extra = 9, end */
-        0x01, 11, 'c', 'o', 'n', 'n', '/', 'c', 'u', 'r', 's', 'o', 'r', /* mandatory */
-        0x01, 0, 0, 0, 0x05, 0, 0, 0,            /* version 1, length 5 */
-        0x34, 0x12, 0, 0, 0x00,                  /* cursor, end */
+        0x03,                                                          /* state */
+        0x02, 10,   'c', 'o', 'n',  'n', '/', 'e', 'x', 't', 'r', 'a', /* optional, name */
+        0x01, 0,    0,   0,   0x02, 0,   0,   0,                       /* version 1, length 2 */
+        0x09, 0x00,                                                    /* extra = 9, end */
+        0x01, 11,   'c', 'o', 'n',  'n', '/', 'c', 'u', 'r', 's', 'o', 'r', /* mandatory */
+        0x01, 0,    0,   0,   0x05, 0,   0,   0, /* version 1, length 5 */
+        0x34, 0x12, 0,   0,   0x00,              /* cursor, end */
         0x00,                                    /* end of conn's subsections */
     };
     assert_int_equal(len, sizeof(want));
@@ -717,7 +716,7 @@ static void test_struct_array_fast_path(void **state)
     Flags f = {{{1, true}, {2, false}, {3, true}}}, d;
     size_t len;
     uint8_t *wire = save_to(&flags_desc, &f, &len);
-    static const uint8_t want[] = {3, 0, 0, 0, 1, 0, 0, 0, /* count 3, version 1 */
+    static const uint8_t want[] = {3, 0, 0, 0, 1, 0, 0, 0,             /* count 3, version 1 */
                                    1, 0, 1, 0, 2, 0, 0, 0, 3, 0, 1, 0, /* {a, on, end} x3 */
                                    0};
     assert_int_equal(len, sizeof(want));
@@ -739,7 +738,8 @@ static void test_struct_array_fast_path(void **state)
     free(wire);
 }
 
-/* ---- hooks ------------------------------------------------------------------------------------ */
+/* ---- hooks ------------------------------------------------------------------------------------
+ */
 
 typedef struct Hooked {
     uint32_t v;
@@ -833,13 +833,14 @@ static void test_hooks_errors(void **state)
     d = (Hooked){.fail_at = 4};
     assert_int_equal(load_from(&hooked_desc, &d, wire, len, 2, &err), -EIO);
     /* the subsection's post_load, before the parent's end-of-subsections byte */
-    snprintf(want, sizeof(want),
-             "hooked.hooked/sub: post_load failed: l refused (offset 0x%zx)", len - 1);
+    snprintf(want, sizeof(want), "hooked.hooked/sub: post_load failed: l refused (offset 0x%zx)",
+             len - 1);
     assert_string_equal(err.msg, want);
     free(wire);
 }
 
-/* ---- description checks ----------------------------------------------------------------------- */
+/* ---- description checks -----------------------------------------------------------------------
+ */
 
 static void test_desc_check_errors(void **state)
 {

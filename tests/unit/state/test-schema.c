@@ -1,4 +1,6 @@
 /* Unit tests of registries, schema export/import and decoding a payload by schema alone. */
+#include "ferry/state/schema.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,8 +10,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-
-#include "ferry/state/schema.h"
 
 typedef struct Ev {
     uint16_t kind;

@@ -1,5 +1,7 @@
 /* Unit tests of the Ferry stream format: round trips, truncation at every byte, corruption of
  * every byte, unknown records, sections the destination lacks, streamed RAM payloads. */
+#include "ferry/stream/stream.h"
+
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +13,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-
-#include "ferry/stream/stream.h"
 
 typedef struct Ev {
     uint32_t id;

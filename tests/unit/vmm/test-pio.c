@@ -7,9 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 /* cmocka.h needs the four headers above first */
-#include <cmocka.h>
 #include <errno.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 typedef struct Dev {
     uint16_t last_off;

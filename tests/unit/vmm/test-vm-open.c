@@ -7,9 +7,10 @@
 /* cmocka.h needs the four headers above first */
 #include "ferry/vmm/vm.h"
 
-#include <cmocka.h>
 #include <errno.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 static void test_missing_device(void **state)
 {
