@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra-package ...]   (bench adds qemu-system-x86 etc.)
 set -euo pipefail
 pkgs=(gcc meson ninja-build pkg-config python3 libjansson-dev libjsmn-dev libxxhash-dev zlib1g-dev libcmocka-dev
-      clang libclang-rt-14-dev "$@")
+      clang libclang-rt-14-dev clang-format "$@")
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
