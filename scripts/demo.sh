@@ -18,10 +18,10 @@ trap cleanup EXIT
 qmp() { # SOCKET JSON... -> one result line per command
     python3 - "$@" <<'PY'
 import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
-f.readline(); f.write('{"execute":"qmp_capabilities"}\n'); f.flush(); f.readline()
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("r"); w = s.makefile("w")
+f.readline(); w.write('{"execute":"qmp_capabilities"}\n'); w.flush(); f.readline()
 for c in sys.argv[2:]:
-    f.write(c + "\n"); f.flush()
+    w.write(c + "\n"); w.flush()
     while True:
         r = json.loads(f.readline())
         if "event" not in r:

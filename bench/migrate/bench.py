@@ -26,7 +26,9 @@ class Qmp:
                 if time.time() > end:
                     raise
                 time.sleep(0.05)
-        self.f = self.s.makefile("rw")
+        # Separate files: writing on a "rw" text file drops lines it has read ahead.
+        self.f = self.s.makefile("r")
+        self.w = self.s.makefile("w")
         json.loads(self.f.readline())
         self.cmd("qmp_capabilities")
 
@@ -34,8 +36,8 @@ class Qmp:
         msg = {"execute": name}
         if args:
             msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
+        self.w.write(json.dumps(msg) + "\n")
+        self.w.flush()
         while True:
             r = json.loads(self.f.readline())
             if "event" in r:

@@ -43,12 +43,14 @@ try:
         time.sleep(0.02)
     s = socket.socket(socket.AF_UNIX)
     s.connect(qmp_path)
-    f = s.makefile("rw")
+    # Separate files: writing on a "rw" text file drops lines it has read ahead.
+    f = s.makefile("r")
+    w = s.makefile("w")
     f.readline()
 
     def cmd(name, **args):
-        f.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}) + "\n")
-        f.flush()
+        w.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}) + "\n")
+        w.flush()
         while True:
             r = json.loads(f.readline())
             if "event" not in r:
