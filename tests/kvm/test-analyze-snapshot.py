@@ -5,8 +5,10 @@ decode every device record by the embedded schema, and --extract-ram must rebuil
 the boot sector at 0x7c00 and the guest's counters (first byte of every page in [1, 100) MiB,
 all equal or one apart, everything else in those pages zero). A lost delta or a misplaced run
 breaks these. Usage: test-analyze-snapshot.py FERRY GUEST_DIR"""
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ if not os.path.exists(img_path):
     print(f"\n*** SKIPPED kvm-analyze-snapshot: {img_path} is missing ***\n", file=sys.stderr)
     sys.exit(77)
 tmp = tempfile.mkdtemp(prefix="ferry-analyze-snap-")
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the snapshot is ~100 MiB
 failures = []
 
 
