@@ -475,39 +475,47 @@ int ferry_machine_device_add(FerryMachine *m, const char *driver, const char *id
     return 0;
 }
 
-int ferry_machine_device_add_opts(FerryMachine *m, const char *opts, FerryError *err)
+int ferry_device_opts_parse(const char *opts, FerryDeviceOpts *o, FerryError *err)
 {
-    char buf[512];
-    if (!opts || strlen(opts) >= sizeof(buf))
-        return ferry_error_set(err, -EINVAL, "device_add: option string missing or too long");
-    strcpy(buf, opts);
-    FerryParam params[16];
-    size_t n = 0;
-    const char *driver = NULL, *id = NULL;
+    *o = (FerryDeviceOpts){0};
+    if (!opts || strlen(opts) >= sizeof(o->buf))
+        return ferry_error_set(err, -EINVAL, "device: option string missing or longer than %zu",
+                               sizeof(o->buf) - 1);
+    strcpy(o->buf, opts);
     char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *tok = strtok_r(o->buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
-        if (!driver) {
+        if (!o->driver) {
             if (eq)
-                return ferry_error_set(err, -EINVAL, "device_add: '%s' must start with a driver",
+                return ferry_error_set(err, -EINVAL,
+                                       "device '%s': must start with a driver name (cpu, "
+                                       "mem-block, card)",
                                        opts);
-            driver = tok;
+            o->driver = tok;
             continue;
         }
         if (!eq)
-            return ferry_error_set(err, -EINVAL, "device_add: '%s' is not name=value", tok);
+            return ferry_error_set(err, -EINVAL, "device '%s': '%s' is not name=value", opts, tok);
         *eq = '\0';
         if (!strcmp(tok, "id")) {
-            id = eq + 1;
+            o->id = eq + 1;
             continue;
         }
-        if (n == sizeof(params) / sizeof(params[0]))
-            return ferry_error_set(err, -EINVAL, "device_add: too many parameters");
-        params[n++] = (FerryParam){tok, eq + 1};
+        if (o->nparams == FERRY_DEVICE_OPTS_MAX)
+            return ferry_error_set(err, -EINVAL, "device '%s': more than %d parameters", opts,
+                                   FERRY_DEVICE_OPTS_MAX);
+        o->params[o->nparams++] = (FerryParam){tok, eq + 1};
     }
-    if (!driver)
-        return ferry_error_set(err, -EINVAL, "device_add: driver missing");
-    return ferry_machine_device_add(m, driver, id, params, n, err);
+    if (!o->driver)
+        return ferry_error_set(err, -EINVAL, "device '%s': driver missing", opts);
+    return 0;
+}
+
+int ferry_machine_device_add_opts(FerryMachine *m, const char *opts, FerryError *err)
+{
+    FerryDeviceOpts o;
+    int r = ferry_device_opts_parse(opts, &o, err);
+    return r < 0 ? r : ferry_machine_device_add(m, o.driver, o.id, o.params, o.nparams, err);
 }
 
 static bool add_event_queued(const FerryMachine *m, uint32_t index)

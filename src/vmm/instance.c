@@ -786,39 +786,9 @@ int ferry_instance_device_add(FerryInstance *in, const char *driver, const char 
 
 int ferry_instance_device_add_opts(FerryInstance *in, const char *opts, FerryError *err)
 {
-    char buf[512];
-    if (!opts || strlen(opts) >= sizeof(buf))
-        return ferry_error_set(err, -EINVAL, "device: option string missing or too long");
-    strcpy(buf, opts);
-    FerryParam params[16];
-    size_t n = 0;
-    const char *driver = NULL, *id = NULL;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(tok, '=');
-        if (!driver) {
-            if (eq)
-                return ferry_error_set(err, -EINVAL,
-                                       "device '%s': must start with a driver "
-                                       "name (cpu, mem-block, card)",
-                                       opts);
-            driver = tok;
-            continue;
-        }
-        if (!eq)
-            return ferry_error_set(err, -EINVAL, "device '%s': '%s' is not name=value", opts, tok);
-        *eq = '\0';
-        if (!strcmp(tok, "id")) {
-            id = eq + 1;
-            continue;
-        }
-        if (n == sizeof(params) / sizeof(params[0]))
-            return ferry_error_set(err, -EINVAL, "device '%s': too many parameters", opts);
-        params[n++] = (FerryParam){tok, eq + 1};
-    }
-    if (!driver)
-        return ferry_error_set(err, -EINVAL, "device: driver missing");
-    return ferry_instance_device_add(in, driver, id, params, n, err);
+    FerryDeviceOpts o;
+    int r = ferry_device_opts_parse(opts, &o, err);
+    return r < 0 ? r : ferry_instance_device_add(in, o.driver, o.id, o.params, o.nparams, err);
 }
 
 int ferry_instance_device_del(FerryInstance *in, const char *id, FerryError *err)

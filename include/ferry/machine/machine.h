@@ -102,7 +102,17 @@ typedef struct FerryParam {
  * "device_add is blocked while migration is active". */
 int ferry_machine_device_add(FerryMachine *m, const char *driver, const char *id,
                              const FerryParam *params, size_t nparams, FerryError *err);
-/* Same from a -device style string: "cpu,id=cpu2,slot=2". */
+/* A -device style string ("cpu,id=cpu2,slot=2") split into driver, id and parameters, which
+ * point into o->buf (the parsed copy): valid as long as `o` is. Errors name the string. */
+#define FERRY_DEVICE_OPTS_MAX 16
+typedef struct FerryDeviceOpts {
+    char buf[512];
+    const char *driver, *id;
+    FerryParam params[FERRY_DEVICE_OPTS_MAX];
+    size_t nparams;
+} FerryDeviceOpts;
+int ferry_device_opts_parse(const char *opts, FerryDeviceOpts *o, FerryError *err);
+/* ferry_machine_device_add from such a string. */
 int ferry_machine_device_add_opts(FerryMachine *m, const char *opts, FerryError *err);
 /* device_del: in prelaunch/inmigrate removes at once; otherwise requests the unplug (the guest
  * releases, then the device-deleted callback fires). -EBUSY if already requested, -ENOENT if

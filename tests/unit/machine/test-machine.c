@@ -61,6 +61,12 @@ static void validation_errors(void **state)
     add_fails(m, "cpu,id=cpuX,slot=0", "cpu slot 0 is already used by 'cpu0'");
     add_fails(m, "cpu,slot=1", "parameter 'id' is required");
     add_fails(m, "cpu,id=c1", "device 'c1': parameter 'slot' is required");
+    /* the -device string itself */
+    add_fails(m, "id=x,cpu", "device 'id=x,cpu': must start with a driver name");
+    add_fails(m, "cpu,id=c2,slot", "device 'cpu,id=c2,slot': 'slot' is not name=value");
+    add_fails(m, "", "device '': driver missing");
+    add_fails(m, "card,id=c3,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1,a=1",
+              "more than 16 parameters");
     add_fails(m, "cpu,id=c1,slot=1,pmu=maybe", "parameter 'pmu' expects on or off");
     add_fails(m, "cpu,id=c1,slot=x", "parameter 'slot' expects an unsigned number");
     add_fails(m, "gpu,id=g", "unknown driver 'gpu'");
